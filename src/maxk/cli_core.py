@@ -1,0 +1,125 @@
+"""Core subcommands: train, import, eval, info, demo."""
+from __future__ import annotations
+
+import click
+
+from .cli import MODEL_HELP, echo_json, main, progress_bar
+from .distributions import DISTRIBUTIONS
+
+DIST_OPTION = click.option(
+    "--dist", default="uniform", show_default=True, help=f"input distribution: {', '.join(DISTRIBUTIONS)}"
+)
+
+
+@main.command()
+@click.option("--vocab", "n", type=int, default=64, show_default=True, help="n: tokens 0..n-1")
+@click.option("--k", "k", type=int, default=4, show_default=True, help="sequence length")
+@click.option("--d-model", type=int, default=32, show_default=True)
+@click.option("--d-head", type=int, default=None, help="defaults to d-model")
+@click.option("--heads", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=3000, show_default=True)
+@click.option("--batch", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="output .safetensors")
+@click.option("--json", "as_json", is_flag=True, help="print the training record as JSON")
+def train(n, k, d_model, d_head, heads, seed, steps, batch, lr, weight_decay, out, as_json):
+    """Train a model with the paper's recipe and save it as safetensors."""
+    from . import checkpoint
+    from .config import ModelConfig
+    from .train import train as train_model
+
+    cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=d_model, d_head=d_head or d_model, n_heads=heads)
+    bar, update = progress_bar("training", steps)
+    with bar:
+        model = train_model(cfg, seed=seed, steps=steps, batch=batch, lr=lr, weight_decay=weight_decay,
+                            progress=lambda s, _l: update(s))
+    checkpoint.save(model, out, model.training_record)
+    rec = {**model.training_record, "out": str(out), "config": cfg.to_dict()}
+    if as_json:
+        echo_json(rec)
+    else:
+        click.echo(f"trained n={n} k={k} d_model={d_model} seed={seed}: {steps} steps in "
+                   f"{rec['seconds']:.1f} s, final loss {rec['final_loss']:.4g} -> {out}")
+
+
+@main.command("import")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="output .safetensors")
+def import_(source, out):
+    """Convert a TransformerLens .pth checkpoint to safetensors (no code from the file runs)."""
+    from . import checkpoint
+
+    model = checkpoint.load(source)
+    checkpoint.save(model, out, getattr(model, "training_record", None))
+    click.echo(f"imported {source} -> {out} ({model.cfg.to_json()})")
+
+
+def _evaluate(model, dist: str, samples: int | None, seed: int, show_progress: bool = True):
+    from .exact import evaluate
+    from .sampling import evaluate_sampled
+
+    if samples is not None:
+        bar, update = progress_bar("sampling", samples, show_progress)
+        with bar:
+            return evaluate_sampled(model, dist, samples, seed=seed, progress=update)
+    bar, update = progress_bar("evaluating", model.cfg.d_vocab, show_progress)
+    with bar:
+        return evaluate(model, dist, progress=update)
+
+
+def _describe(res) -> str:
+    if res.ci95:
+        ci = res.ci95
+        return (f"{res.method} sampling, {res.samples:,} of {res.n_sequences:,} inputs ({res.dist}), "
+                f"{res.seconds:.2f} s\n"
+                f"  accuracy       {res.accuracy:.6f}  95% CI [{ci['accuracy'][0]:.6f}, {ci['accuracy'][1]:.6f}]\n"
+                f"  soft accuracy  {res.soft_accuracy:.6f}  95% CI [{ci['soft_accuracy'][0]:.6f}, {ci['soft_accuracy'][1]:.6f}]\n"
+                f"  loss           {res.loss:.6g}")
+    return (f"exhaustive over {res.n_sequences:,} inputs ({res.dist}), {res.seconds:.2f} s\n"
+            f"  accuracy       {res.accuracy:.6f}  ({res.correct:,} correct)\n"
+            f"  soft accuracy  {res.soft_accuracy:.6f}\n"
+            f"  loss           {res.loss:.6g}")
+
+
+@main.command("eval")
+@click.argument("model_path", metavar="MODEL", default="default")
+@DIST_OPTION
+@click.option("--samples", type=int, default=None, help="stratified sampling with this many inputs")
+@click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def eval_(model_path, dist, samples, seed, as_json):
+    """Exact accuracy, soft accuracy and loss over every input (or a stratified sample).
+
+    MODEL: """ + MODEL_HELP
+    from . import checkpoint
+    from .distributions import check_distribution
+
+    model = checkpoint.load(model_path)
+    check_distribution(dist, model.cfg.d_vocab, model.cfg.n_ctx)
+    res = _evaluate(model, dist, samples, seed)
+    if as_json:
+        echo_json(res.to_dict())
+    else:
+        click.echo(_describe(res))
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", default="default")
+def info(model_path):
+    """Show a model's configuration and training record."""
+    from . import checkpoint
+
+    model = checkpoint.load(model_path)
+    echo_json({"config": model.cfg.to_dict(), "training": getattr(model, "training_record", None)})
+
+
+@main.command()
+@click.option("--out-dir", type=click.Path(file_okay=False), default="maxk-demo", show_default=True,
+              help="where plots go")
+def demo(out_dir):
+    """Run the main analyses on the shipped paper-config model and print a summary."""
+    from .demo import run_demo
+
+    run_demo(out_dir)
