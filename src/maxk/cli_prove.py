@@ -1,0 +1,87 @@
+"""``maxk prove``: certified lower bounds on accuracy, one strategy or all of them."""
+from __future__ import annotations
+
+import click
+
+from .cli import MODEL_HELP, echo_json, main
+from .distributions import DISTRIBUTIONS
+
+_KEYS = ("strategy", "bound", "certified", "n_sequences", "flops", "seconds", "cost", "dist")
+
+
+def _true_accuracy(model, dist: str) -> tuple[float, str]:
+    """Exact accuracy when exhaustive evaluation is feasible, else a 10^6-input stratified sample."""
+    from .errors import MaxkError
+    from .exact import evaluate
+    from .sampling import evaluate_sampled
+
+    try:
+        return evaluate(model, dist).accuracy, "true accuracy"
+    except MaxkError:
+        return evaluate_sampled(model, dist, 1_000_000).accuracy, "sampled accuracy"
+
+
+@main.command("prove")
+@click.argument("model_path", metavar="MODEL", required=False)
+@click.option("--strategy", "strategy", default="cubic", show_default=True,
+              help="a proof strategy (see `maxk prove --list`) or 'all'")
+@click.option("--dist", type=click.Choice(DISTRIBUTIONS), default="uniform", show_default=True,
+              help="input distribution the bound is over")
+@click.option("--json", "as_json", is_flag=True, help="JSON: one object, or a list for --strategy all")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="write bound vs FLOPs (PNG) with the brute-force point and the true accuracy")
+@click.option("--list", "list_only", is_flag=True, help="list the strategies and exit")
+def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
+    """Prove a lower bound on MODEL's accuracy (MODEL: """ + MODEL_HELP + """).
+
+    The bound holds for the exact real-number model with the checkpoint's weights: every
+    floating-point step is enclosed and a too-close call counts against the bound."""
+    from . import checkpoint
+    from .errors import MaxkError
+    from .proofs.registry import STRATEGIES, prove, prove_all
+
+    if list_only:
+        for st in STRATEGIES.values():
+            click.echo(f"{st.name:24s} {st.cost:16s} {st.summary}")
+        return
+    if model_path is None:
+        raise click.UsageError("missing argument MODEL")
+    model = checkpoint.load(model_path)
+    if strategy == "all":
+        results = prove_all(model, dist)
+        if not results:
+            raise MaxkError("no proof strategy supports this model")
+    elif strategy in STRATEGIES:
+        results = [prove(model, strategy, dist)]
+    else:
+        raise MaxkError(f"unknown proof strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} or 'all'")
+    if plot_path is not None:
+        from .proofs.frontier import plot_frontier
+
+        acc, label = _true_accuracy(model, dist)
+        cfg = model.cfg
+        plot_frontier(results, acc, plot_path, f"{model_path}: n={cfg.n} k={cfg.k} ({dist})", label)
+    rows = [{k: r.to_dict()[k] for k in _KEYS} for r in results]
+    if as_json:
+        echo_json(rows if strategy == "all" else rows[0])
+        return
+    if strategy != "all":
+        r = results[0]
+        click.echo(f"{r.strategy}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
+                   f"{r.flops:.3g} FLOPs, {r.seconds:.2f} s, cost {r.cost}")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"proofs ({dist}, {results[0].n_sequences:,} inputs)")
+        for col in ("strategy", "bound", "certified", "FLOPs", "seconds", "cost"):
+            table.add_column(col, justify="left" if col in ("strategy", "cost") else "right", no_wrap=col != "cost")
+        for r in results:
+            cert = f"{r.certified:,}" if r.certified < 10**9 else f"{r.certified:.4g}"
+            table.add_row(r.strategy, f"{r.bound:.6f}", cert, f"{r.flops:.3g}", f"{r.seconds:.2f}", r.cost)
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=120)
+        console.print(table)
+    if plot_path is not None:
+        click.echo(f"wrote {plot_path}")

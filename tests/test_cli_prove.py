@@ -1,0 +1,90 @@
+"""``maxk prove`` through click's test runner, on small models saved to tmp_path."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import pytest
+from click.testing import CliRunner
+
+from maxk import checkpoint
+from maxk.cli import main
+from maxk.exact import evaluate
+from maxk.proofs.registry import STRATEGIES
+
+from .conftest import random_model
+from .test_proofs_soundness import max_like_model
+
+KEYS = {"strategy", "bound", "certified", "n_sequences", "flops", "seconds", "cost"}
+
+
+@pytest.fixture()
+def model_file(tmp_path):
+    model = max_like_model(8, 3, 0, 0.02)
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(model, path)
+    return model, str(path)
+
+
+def _run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_prove_one_strategy_json(model_file):
+    model, path = model_file
+    res = _run("prove", path, "--strategy", "cubic", "--json")
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert KEYS <= set(obj)
+    assert obj["strategy"] == "cubic" and obj["n_sequences"] == 8**3
+    ev = evaluate(model)
+    assert 0 < obj["certified"] <= ev.correct
+    assert Fraction(obj["bound"]) <= Fraction(obj["certified"], obj["n_sequences"])
+    assert obj["bound"] == pytest.approx(obj["certified"] / obj["n_sequences"], rel=1e-15)
+    assert obj["flops"] > 0 and obj["seconds"] >= 0 and obj["cost"].startswith("O(")
+
+
+def test_prove_distinct_and_text_output(model_file):
+    _, path = model_file
+    res = _run("prove", path, "--strategy", "brute", "--dist", "distinct")
+    assert res.exit_code == 0, res.output
+    assert "brute: accuracy >=" in res.stdout and "distinct" in res.stdout
+
+
+def test_prove_all_json_and_table_and_plot(model_file, tmp_path):
+    _, path = model_file
+    res = _run("prove", path, "--strategy", "all", "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["strategy"] for r in rows] == list(STRATEGIES)
+    assert all(KEYS <= set(r) for r in rows)
+    brute = next(r for r in rows if r["strategy"] == "brute")
+    assert all(r["certified"] <= brute["certified"] or r["strategy"] == "brute" for r in rows)
+    png = tmp_path / "sub" / "frontier.png"
+    res = _run("prove", path, "--strategy", "all", "--plot", str(png))
+    assert res.exit_code == 0, res.output
+    assert "cubic" in res.stdout and "brute" in res.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in png.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_prove_errors_are_one_line(model_file, tmp_path):
+    _, path = model_file
+    res = _run("prove", path, "--strategy", "nope")
+    assert res.exit_code == 2 and "unknown proof strategy" in res.stderr
+    multi = tmp_path / "multi.safetensors"
+    checkpoint.save(random_model(n=5, k=3, heads=2), multi)
+    res = _run("prove", str(multi), "--strategy", "cubic")
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and "single-head" in res.stderr
+    res = _run("prove", str(tmp_path / "missing.safetensors"))
+    assert res.exit_code == 2 and "no such file" in res.stderr
+    res = _run("prove")
+    assert res.exit_code == 2
+
+
+def test_prove_list():
+    res = _run("prove", "--list")
+    assert res.exit_code == 0
+    for name in STRATEGIES:
+        assert name in res.stdout

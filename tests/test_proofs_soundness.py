@@ -1,0 +1,328 @@
+"""Soundness of every registered proof strategy: bound <= exact accuracy on random, max-like
+(hand-built), trained, noised and adversarially perturbed small models, both distributions."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from flint import arb, ctx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from maxk.circuits import circuit_tables
+from maxk.config import ModelConfig
+from maxk.errors import MaxkError
+from maxk.exact import all_sequences, evaluate
+from maxk.flops import FlopCounter
+from maxk.model import MaxKTransformer
+from maxk.proofs.brute import brute_certified
+from maxk.proofs.cubic import certified_sets, cubic_certified
+from maxk.proofs.enclose import enclosed_tables
+from maxk.proofs.registry import STRATEGIES, prove, prove_all
+
+from .conftest import random_model
+from .test_proofs_enclose import _arb_tables
+
+ctx.prec = 300
+
+
+def max_like_model(n: int, k: int, seed: int, noise: float, sharp: float = 8.0) -> MaxKTransformer:
+    """A hand-built max-of-k model (attention grows with the token, values copy the token onto an
+    arc read by the unembedding) plus Gaussian noise of std ``noise`` on every parameter."""
+    d = 6
+    cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=d, d_head=d)
+    m = MaxKTransformer(cfg)
+    theta = torch.linspace(0, 2.0, n)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        m.embed.W_E[:, 0] = torch.arange(n) / n
+        m.embed.W_E[:, 1] = 1.0
+        m.embed.W_E[:, 2] = torch.cos(theta)
+        m.embed.W_E[:, 3] = torch.sin(theta)
+        a = m.blocks[0].attn
+        a.W_Q[0, 1, 0] = sharp * math.sqrt(d)
+        a.W_K[0, 0, 0] = float(n)
+        a.W_V[0, 2, 1] = 4.0
+        a.W_V[0, 3, 2] = 4.0
+        a.W_O[0, 1, 4] = 1.0
+        a.W_O[0, 2, 5] = 1.0
+        m.unembed.W_U[4] = torch.cos(theta)
+        m.unembed.W_U[5] = torch.sin(theta)
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * noise)
+    return m
+
+
+def _margins(model) -> tuple[np.ndarray, np.ndarray]:
+    """All inputs [n^k, k] and their float64 logit margins (max logit minus best other)."""
+    tab = circuit_tables(model)
+    xs = all_sequences(model.cfg.n, model.cfg.k)
+    lg = tab.logits(xs)
+    rows, mx = np.arange(len(xs)), xs.max(axis=1)
+    lm = lg[rows, mx].copy()
+    lg[rows, mx] = -np.inf
+    return xs, lm - lg.max(axis=1)
+
+
+def adversarial(model, which: int = 0) -> MaxKTransformer:
+    """Perturb b_U so that the input with the ``which``-th smallest positive margin is (nearly)
+    tied with its runner-up: its margin drops to float32 rounding of the old margin, either sign."""
+    xs, marg = _margins(model)
+    pos = np.nonzero(marg > 0)[0]
+    if len(pos) == 0:
+        return model
+    i = pos[np.argsort(marg[pos])[min(which, len(pos) - 1)]]
+    lg = circuit_tables(model).logits(xs[i : i + 1])[0]
+    m = xs[i].max()
+    lg[m] = -np.inf
+    o = int(lg.argmax())
+    with torch.no_grad():
+        model.unembed.b_U[o] += float(marg[i])
+    return model
+
+
+def _check_all(model, dists=("uniform", "distinct")) -> None:
+    """Every registered strategy's bound <= the exact accuracy (strategies that refuse a model
+    must do so with a MaxkError)."""
+    n, k = model.cfg.n, model.cfg.k
+    for dist in dists:
+        if dist == "distinct" and k > n:
+            continue
+        ev = evaluate(model, dist)
+        for name in STRATEGIES:
+            try:
+                r = prove(model, name, dist)
+            except MaxkError:
+                continue
+            assert r.certified <= ev.correct, (name, dist, r.certified, ev.correct)
+            assert r.bound <= ev.accuracy
+            assert r.flops > 0 and r.n_sequences == ev.n_sequences
+
+
+model_params = dict(
+    n=st.integers(2, 12),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 10**6),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**model_params, scale=st.sampled_from([0.05, 0.5, 2.0]), biases=st.booleans(), heads=st.integers(1, 2))
+def test_random_models_all_strategies_sound(n, k, seed, scale, biases, heads):
+    if n**k > 6000:
+        k = max(1, int(math.log(6000) / math.log(n)))
+    _check_all(random_model(n=n, k=k, d_model=6, d_head=3, heads=heads, seed=seed, scale=scale, biases=biases))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**model_params, noise=st.sampled_from([0.0, 0.01, 0.05, 0.2]), adv=st.integers(-1, 3))
+def test_max_like_noised_and_adversarial_models_sound(n, k, seed, noise, adv):
+    if n**k > 6000:
+        k = max(1, int(math.log(6000) / math.log(n)))
+    model = max_like_model(n, k, seed, noise)
+    if adv >= 0:
+        model = adversarial(model, adv)
+    _check_all(model)
+
+
+def test_max_like_model_is_proved_well():
+    """Not vacuous: on a clean max-like model the cubic bound is close to the truth."""
+    model = max_like_model(10, 4, 0, 0.0)
+    ev = evaluate(model)
+    assert ev.accuracy > 0.9
+    assert prove(model, "cubic").bound >= 0.9 * ev.accuracy
+    assert prove(model, "brute").certified == ev.correct
+
+
+def _implied_cubic_set(tab, dist: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Inputs of ``dist``, whether the cubic proof's certificates cover each, and its count."""
+    n, k = tab.n, tab.k
+    certs = [certified_sets(tab, m, dist, FlopCounter()) for m in range(n)]
+    count = sum(cert.count() for cert in certs)
+    xs = all_sequences(n, k)
+    if dist == "distinct":
+        xs = xs[np.array([len(set(x)) == k for x in xs], dtype=bool)]
+    covered = np.array([certs[int(x.max())].covers(x) for x in xs], dtype=bool)
+    return xs, covered, count
+
+
+@settings(max_examples=40, deadline=None)
+@given(**model_params, noise=st.sampled_from([0.0, 0.02, 0.1, 0.5]), adv=st.integers(-1, 2),
+       dist=st.sampled_from(["uniform", "distinct"]))
+def test_cubic_certifies_only_correct_inputs(n, k, seed, noise, adv, dist):
+    """Stronger than counting: each input inside the cubic proof's certified sets is correct,
+    and the count it reports is exactly the number of such inputs."""
+    n, k = min(n, 8), min(k, 4)
+    if dist == "distinct" and k > n:
+        return
+    model = max_like_model(n, k, seed, noise) if seed % 3 else random_model(n=n, k=k, seed=seed, d_model=6, d_head=3)
+    if adv >= 0:
+        model = adversarial(model, adv)
+    tab = enclosed_tables(model)
+    xs, covered, count = _implied_cubic_set(tab, dist)
+    _, marg_all = _margins(model)
+    index = {tuple(x): i for i, x in enumerate(all_sequences(n, k))}
+    marg = marg_all[[index[tuple(x)] for x in xs]]
+    assert np.all(marg[covered] > 0)
+    assert cubic_certified(tab, dist) == count == int(covered.sum())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6), nq=st.integers(1, 4), m=st.integers(1, 7), f=st.integers(1, 4))
+def test_mixture_counts_match_enumeration(seed, nq, m, f):
+    """The exact tuple counts of the mixture certificate against plain enumeration."""
+    from maxk.proofs.cubic import MIX_BUCKETS as K
+    from maxk.proofs.cubic import _distinct_counts, _ordered_counts
+
+    rng = np.random.default_rng(seed)
+    bucket = rng.choice([0, 1, 2, 5, 11, K - 1, K], size=(nq, f, m))
+    got = _ordered_counts(bucket, K, FlopCounter())
+    for q in range(nq):
+        for cc in range(1, f + 1):
+            tuples = itertools.product(range(m), repeat=cc)
+            want = sum(1 for tup in tuples if sum(bucket[q, cc - 1, t] for t in tup) < K)
+            assert got[q, cc - 1] == want
+    nq = m + 1  # distinct: one row per query q <= m
+    bucket = rng.choice([0, 1, 3, 9, K - 2, K], size=(nq, f, m))
+    got = _distinct_counts(bucket, m, f + 1, K, FlopCounter())
+    for q in range(nq):
+        cc = f - 1 if q < m else f
+        toks = [t for t in range(m) if t != q]
+        want = sum(1 for sub in itertools.combinations(toks, cc) if sum(bucket[q, cc - 1, t] for t in sub) < K) \
+            if cc >= 1 else 1
+        assert got[q] == want
+
+
+def _arb_correct(model) -> int:
+    """Number of correct inputs (uniform) decided in arb from the exact tables."""
+    t = _arb_tables(model)
+    n, k = model.cfg.n, model.cfg.k
+    eqke, eqkp, evou, pvou, eupu = t["eqke"][0], t["eqkp"][0], t["evou"][0], t["pvou"][0], t["eupu"][0]
+    correct = 0
+    for x in itertools.product(range(n), repeat=k):
+        q, m = x[-1], max(x)
+        w = [(eqke[q, x[i]] + eqkp[q, i]).exp() for i in range(k)]
+        z = sum(w, arb(0))
+        logit = [eupu[q, o] + sum((w[i] * (evou[x[i], o] + pvou[i, o]) for i in range(k)), arb(0)) / z
+                 for o in range(n)]
+        diffs = [logit[m] - logit[o] for o in range(n) if o != m]
+        if all(bool(d > 0) for d in diffs):
+            correct += 1
+        else:
+            assert all(bool(d > 0) or bool(d <= 0) for d in diffs), "arb could not decide"
+    return correct
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_brute_matches_arb_exact_count(seed):
+    model = max_like_model(5, 3, seed, 0.3) if seed else random_model(n=5, k=3, seed=7, d_model=6, d_head=3)
+    ties = adversarial(model, 0)
+    for m in (model, ties):
+        assert brute_certified(m, "uniform") == _arb_correct(m)
+
+
+def test_exact_ties_are_never_certified():
+    """Two identical unembedding columns: inputs whose max is either of them are wrong (equal
+    logits), and no strategy may certify them."""
+    model = max_like_model(8, 3, 0, 0.0)
+    with torch.no_grad():
+        model.unembed.W_U[:, 6] = model.unembed.W_U[:, 7]
+        model.unembed.b_U[6] = model.unembed.b_U[7]
+    ev = evaluate(model)
+    assert ev.accuracy < 1.0
+    _check_all(model)
+    assert brute_certified(model) == ev.correct
+
+
+def test_brute_equals_exact_on_random_models():
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n, k = int(rng.integers(2, 9)), int(rng.integers(1, 5))
+        model = random_model(n=n, k=k, d_model=6, d_head=3, seed=seed, scale=2.0)  # huge scores: underflow paths
+        for dist in ("uniform", "distinct"):
+            if dist == "distinct" and k > n:
+                continue
+            assert brute_certified(model, dist) == evaluate(model, dist).correct
+
+
+@pytest.fixture(scope="session")
+def trained_small():
+    from maxk.train import trained_model
+
+    return trained_model(ModelConfig(d_vocab=8, n_ctx=3, d_model=16, d_head=16), seed=0, steps=300)
+
+
+@pytest.mark.slow
+def test_trained_and_noised_trained_models_sound(trained_small):
+    _check_all(trained_small)
+    ev = evaluate(trained_small)
+    assert prove(trained_small, "cubic").bound >= 0.9 * ev.accuracy
+    g = torch.Generator().manual_seed(1)
+    for noise in (0.01, 0.1):
+        noised = MaxKTransformer(trained_small.cfg)
+        noised.load_state_dict(trained_small.state_dict())
+        with torch.no_grad():
+            for p in noised.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * noise)
+        _check_all(adversarial(noised, 0))
+
+
+def test_multi_head_cubic_gets_clear_error_brute_works():
+    model = random_model(n=5, k=3, heads=2)
+    with pytest.raises(MaxkError, match="single-head"):
+        prove(model, "cubic")
+    names = [r.strategy for r in prove_all(model)]  # skips what it cannot do
+    assert "brute" in names and "cubic" not in names
+    with pytest.raises(MaxkError, match="single-head"):
+        prove_all(model, strategies=["cubic"], skip_unsupported=False)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3])
+def test_brute_per_input_path_equals_exact(heads):
+    """The multi-head path (also valid for one head) against exact evaluation, including
+    adversarial near-ties and huge scores."""
+    from maxk.proofs.brute import _certify_heads
+
+    for seed in range(4):
+        model = random_model(n=6, k=3, d_model=6, d_head=3, heads=heads, seed=seed, scale=[0.1, 2.0][seed % 2])
+        if seed == 2:
+            model = adversarial(model, 0)
+        tab = enclosed_tables(model)
+        xs = all_sequences(6, 3)
+        got = sum(int(_certify_heads(tab, q, xs[xs[:, -1] == q][:, :-1], FlopCounter()).sum()) for q in range(6))
+        ev = evaluate(model)
+        assert got == ev.correct
+        assert brute_certified(model) == ev.correct
+
+
+def test_prove_rejects_unknown_strategy_and_distribution():
+    model = random_model(n=5, k=3)
+    with pytest.raises(MaxkError, match="unknown proof strategy"):
+        prove(model, "nope")
+    with pytest.raises(MaxkError, match="distribution"):
+        prove(model, "cubic", "gaussian")
+    with pytest.raises(MaxkError, match="k <= n"):
+        prove(random_model(n=3, k=4), "cubic", "distinct")
+    with pytest.raises(MaxkError, match="k <= n"):
+        prove_all(random_model(n=3, k=4), "distinct")
+
+
+def test_flops_are_counted_and_grow_with_n():
+    small = prove(max_like_model(6, 3, 0, 0.01), "cubic")
+    big = prove(max_like_model(12, 3, 0, 0.01), "cubic")
+    assert 0 < small.flops < big.flops
+    assert prove(max_like_model(12, 3, 0, 0.01), "brute").flops > big.flops
+
+
+def test_bound_is_rounded_down():
+    from fractions import Fraction
+
+    from maxk.proofs.registry import fraction_down
+
+    for num, den in [(1, 3), (2, 3), (16772839, 16777216), (10**18 - 1, 10**18), (0, 5), (7, 7)]:
+        x = fraction_down(num, den)
+        assert Fraction(x) <= Fraction(num, den)
+        assert Fraction(math.nextafter(x, 2.0)) > Fraction(num, den)
