@@ -1,9 +1,33 @@
 """Exact evaluation over every input of a distribution (DESIGN §4).
 
-``evaluate`` walks all n^k inputs through the circuit tables. For each query token q it builds the
-attention weights w[i, t] = exp(score - score_q) and weighted values w·(EVOU + PVOU + EUPU) once,
-sums them over the trailing positions in one table and over the leading positions in batches, so an
-input costs O(h·n) additions, one division per logit and n exponentials, with no matrix product.
+``evaluate`` walks all n^k inputs through the circuit tables, one query token q at a time. The
+k-1 free positions are split into group A (positions 0..k-3) and group B (position k-2 and the
+query at k-1). Each group's token tuples get, per head, the attention-weighted mean of their values
+and the log of their total attention weight (float64, built position by position with the same
+stable lerp as below; about n^(k-2)·n numbers per head). An input (A row i, B row j) has the logits
+
+    logits = sum_h lerp(mean_B[h, j], mean_A[h, i], sigmoid(lse_A[h, i] - lse_B[h, j]))
+
+(direct path folded into head 0): one fused pass per head, exact however sharp the attention (the
+weights are a difference of logs, never an exponential of a score). Tiles of [inputs, n] logits
+sized for a core's L2 cache then take two more cheap steps and one fused pass:
+
+    lab = logits[label]; logits[label] = v = lab - 32; lo = log_softmax(logits)[label]
+
+(the lowered label keeps the softmax sum dominated by the *other* outputs, so their total is not
+lost to rounding next to the label's probability of ~1), from which, per input,
+
+    z = sum_{o != label} exp(logit_o - lab) = exp(v - lab - lo) (1 - exp(lo))
+    loss = log(1 + z),  probability of the true max = 1 / (1 + z).
+
+Correct (the true max's logit strictly above every other) is read from z, as max_other <= log z +
+lab <= max_other + log(n-1), except in a narrow band around [1, n-1] where those inputs are
+checked directly; when more than a few percent of inputs need that (untrained models), a third
+pass takes the row maxima instead. Cost: O(n^(k+1)·h) flops and n^(k+1) exponentials, two passes
+over memory that stays in cache; memory O(n^(k-1)·h) for the group tables (built in pieces when
+large) plus fixed buffers. Query tokens are shared between worker threads, each running torch
+single-threaded on its own tiles (no synchronisation between cores inside an operation).
+
 ``evaluate_forward`` is the straightforward way: the model's forward pass on every input, in batches.
 """
 from __future__ import annotations
@@ -11,10 +35,13 @@ from __future__ import annotations
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .circuits import CircuitTables, circuit_tables
 from .distributions import check_distribution, n_sequences
@@ -22,7 +49,13 @@ from .errors import MaxkError
 from .results import EvalResult
 
 EXHAUSTIVE_LIMIT = 4 * 10**9  # sequences; beyond this, use sampling
-_CHUNK_ELEMS = 1 << 21  # logits per batch: bounded memory whatever n and k
+_TILE_BYTES = 1 << 19  # logits per tile: half a core's L2 (the tile is reused by every pass)
+_ROWS = 1 << 18  # inputs per block of per-input bookkeeping (a few MB)
+_GROUP_ELEMS = 1 << 23  # float64 group-table entries built at once (64 MB)
+_SHIFT = 32.0  # the true max's logit is lowered by this before the softmax over all logits
+_BAND_LO, _BAND_HI = math.exp(-1 / 64), math.exp(1 / 64)  # margins of the band of z where
+# correctness is decided by a direct check (z has a relative error ~1e-5 in float32)
+_BAND_SHARE = 0.02  # above this share of inputs in the band, find the largest logit instead
 
 
 def _as_tables(model_or_tables) -> CircuitTables:
@@ -39,24 +72,366 @@ def _unravel(idx: np.ndarray, n: int, width: int) -> np.ndarray:
     return out
 
 
-def _group_tables(eqke, eqkp, evou, pvou, eupu, q: int, toks: torch.Tensor, positions: list[int]):
-    """For token groups toks [g, p] at ``positions`` (query token q): per head the attention-
-    weighted mean of their values [h, g, n_out] (direct path folded into head 0) and the
-    log-sum-exp of their scores [h, g]. Float64; a group of no positions has weight 0."""
-    H, n = eqke.shape[0], eupu.shape[1]
-    g = toks.shape[0]
-    if not positions:
-        mean = torch.zeros(H, g, n, dtype=torch.float64)
-        mean[0] += eupu[q]
-        return mean, torch.full((H, g), float("-inf"), dtype=torch.float64)
-    pos = torch.as_tensor(positions)
-    score = eqke[:, q, :][:, toks] + eqkp[:, q, pos][:, None, :]  # [h, g, p]
-    lse = torch.logsumexp(score, dim=-1)
-    att = torch.exp(score - lse[..., None])
-    vals = evou[:, toks, :] + pvou[:, pos, :][:, None, :, :]  # [h, g, p, n_out]
-    mean = torch.einsum("hgp,hgpn->hgn", att, vals)
-    mean[0] += eupu[q]
-    return mean, lse
+def _distinct_rows(tok: np.ndarray) -> np.ndarray:
+    """Rows of tok [g, p] whose tokens are pairwise distinct: bool [g]."""
+    if tok.shape[1] < 2:
+        return np.ones(tok.shape[0], dtype=bool)
+    srt = np.sort(tok, axis=1)
+    return (np.diff(srt, axis=1) != 0).all(axis=1)
+
+
+def _token_masks(tok: np.ndarray, n: int) -> np.ndarray:
+    """Bit sets of the tokens of each row of tok [g, p] (distinct tokens): int64 [g, words]."""
+    words = (n + 62) // 63
+    masks = np.zeros((tok.shape[0], words), dtype=np.int64)
+    for p in range(tok.shape[1]):
+        word, bit = np.divmod(tok[:, p], 63)
+        for w in range(words):
+            masks[:, w] |= np.where(word == w, np.left_shift(np.int64(1), bit), 0)
+    return masks
+
+
+class _Tables:
+    """The circuit tables as torch tensors on one device (float64)."""
+
+    def __init__(self, tab: CircuitTables, dev: torch.device):
+        def t(x):
+            return torch.as_tensor(x, dtype=torch.float64, device=dev)
+
+        self.eqke, self.eqkp, self.evou, self.pvou, self.eupu = map(t, (tab.eqke, tab.eqkp, tab.evou, tab.pvou, tab.eupu))
+        self.H, self.n, self.k = tab.n_heads, tab.n, tab.k
+
+    def _atom(self, q: int, t: torch.Tensor, p: int):
+        """Values [h, g, n_out] and scores [h, g] of tokens t [g] at position p (query q)."""
+        return self.evou[:, t, :] + self.pvou[:, p, None, :], self.eqke[:, q, t] + self.eqkp[:, q, p, None]
+
+    def group(self, q: int, tok: torch.Tensor | None, positions: range, with_query: bool):
+        """For the token tuples at ``positions`` (plus the query q at k-1 if ``with_query``):
+        per head the attention-weighted mean of their values [h, g, n_out] (direct path folded
+        into head 0) and the log of their total attention weight [h, g]. Float64. ``tok`` [g, p]
+        lists the tuples, or None for all n^p of them in lexicographic order (built as a product,
+        cheaper). A group of no positions has weight 0 (lse = -inf). Cost O(h·g·p·n)."""
+        H, n, dev = self.H, self.n, self.evou.device
+        g = n ** len(positions) if tok is None else tok.shape[0]
+        # merging two disjoint groups: mean = lerp(mean_1, mean_2, share of group 2), stable
+        # however far apart the scores are, and exact when group 1 is empty (lse = -inf)
+        if with_query:
+            mean, lse = self._atom(q, torch.tensor([q], device=dev), self.k - 1)  # [h, 1, n]
+        else:
+            mean = torch.zeros(H, 1, n, dtype=torch.float64, device=dev)
+            lse = torch.full((H, 1), -math.inf, dtype=torch.float64, device=dev)
+        if tok is None:  # all tuples: add positions last to first, the new one most significant
+            every = torch.arange(n, device=dev)
+            for p in reversed(positions):
+                val, score = self._atom(q, every, p)  # [h, n, n], [h, n]
+                w = torch.sigmoid(score[:, :, None] - lse[:, None, :])  # [h, n, g']
+                mean = torch.lerp(mean[:, None], val[:, :, None], w[..., None]).reshape(H, -1, n)
+                lse = torch.logaddexp(lse[:, None, :], score[:, :, None]).reshape(H, -1)
+        else:
+            mean, lse = mean.expand(H, g, n).clone(), lse.expand(H, g).clone()
+            for j, p in enumerate(positions):
+                val, score = self._atom(q, tok[:, j], p)
+                torch.lerp(mean, val, torch.sigmoid(score - lse).unsqueeze(-1), out=mean)
+                lse = torch.logaddexp(lse, score)
+        mean[0] += self.eupu[q]
+        return mean, lse
+
+
+class _Plan:
+    """Everything about an evaluation that does not depend on the query token."""
+
+    def __init__(self, tab: CircuitTables, dist: str, dtype: torch.dtype, dev: torch.device):
+        n, k = tab.n, tab.k
+        self.n, self.k, self.H, self.dist, self.dtype, self.dev = n, k, tab.n_heads, dist, dtype, dev
+        self.T = _Tables(tab, dev)
+        f = k - 1
+        self.a = f - min(1, f)  # group A: positions 0..a-1; group B: a..k-2 and the query
+        self.b = f - self.a
+        self.tok_a_all = _unravel(np.arange(n**self.a), n, self.a)
+        self.tok_b_all = _unravel(np.arange(n**self.b), n, self.b)
+        item = torch.empty((), dtype=dtype).element_size()
+        self.tile = max(n, _TILE_BYTES // item)  # logits per tile (at least one row)
+        self._rows_a = self._rows(self.tok_a_all, None)  # group A's rows do not depend on q
+
+    def _rows(self, tok: np.ndarray, q: int | None):
+        """Rows of a group kept by ``dist`` (bool mask, or None for all), their token tuples (query
+        not included), the max token of each (query included) and, for ``distinct``, the bit set
+        of their tokens (torch, on the device)."""
+        full = tok if q is None else np.c_[tok, np.full(len(tok), q)]
+        keep = None
+        if self.dist == "distinct":
+            keep = _distinct_rows(full)
+            tok, full = tok[keep], full[keep]
+        top = torch.as_tensor(full.max(axis=1) if full.shape[1] else np.full(len(full), -1), device=self.dev)
+        masks = torch.as_tensor(_token_masks(full, self.n), device=self.dev) if keep is not None else None
+        return keep, tok, top, masks
+
+    def group(self, q: int, with_query: bool) -> "_Group":
+        """Group A (``with_query`` False) or B of query q, restricted to the inputs of ``dist``."""
+        rows = self._rows(self.tok_b_all, q) if with_query else self._rows_a
+        positions = range(self.a, self.k - 1) if with_query else range(self.a)
+        return _Group(self, q, rows, positions, with_query)
+
+
+class _Group:
+    """One group's rows for one query: token tuples, their maxima, and the tables of any range of
+    rows (built all at once when they fit in _GROUP_ELEMS, else on demand)."""
+
+    def __init__(self, plan: _Plan, q, rows, positions, with_query):
+        self.plan, self.q, self.positions, self.with_query = plan, q, positions, with_query
+        dev = plan.dev
+        keep, self.tok, self.max, self.masks = rows  # tok: [g, p] without the query
+        self.size = len(self.tok)
+        self.full = None
+        if len(plan.tok_a_all if not with_query else plan.tok_b_all) * plan.H * plan.n <= _GROUP_ELEMS:
+            mean, lse = plan.T.group(q, None, positions, with_query)  # every tuple, as a product
+            if keep is not None:
+                rows = torch.as_tensor(np.flatnonzero(keep), device=dev)
+                mean, lse = mean[:, rows], lse[:, rows]
+            self.full = (mean.to(plan.dtype), lse)
+
+    def rows(self, lo: int, hi: int):
+        """Means [h, hi-lo, n_out] (evaluation dtype) and log weights [h, hi-lo] (float64)."""
+        if self.full is not None:
+            return self.full[0][:, lo:hi], self.full[1][:, lo:hi]
+        tok = torch.as_tensor(self.tok[lo:hi], device=self.plan.dev)
+        mean, lse = self.plan.T.group(self.q, tok, self.positions, self.with_query)
+        return mean.to(self.plan.dtype), lse
+
+
+def _query_stats(plan: _Plan, q: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(number correct, sum of soft accuracy, sum of loss) over every input with query token q."""
+    dev, n, H = plan.dev, plan.n, plan.H
+    A, B = plan.group(q, False), plan.group(q, True)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    soft = torch.zeros((), dtype=torch.float64, device=dev)
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
+    # blocks of ia rows of A times jb rows of B: per-input bookkeeping of ~_ROWS inputs at a time
+    jb = max(1, min(B.size, _GROUP_ELEMS // (H * n)))
+    ia = max(1, min(A.size, _ROWS // jb, _GROUP_ELEMS // (H * n)))
+    buf = torch.empty(plan.tile, dtype=plan.dtype, device=dev)
+    tmp = torch.empty(plan.tile, dtype=plan.dtype, device=dev) if H > 1 else None
+    with_max = False
+    for j0 in range(0, B.size, jb):
+        j1 = min(B.size, j0 + jb)
+        mb, lb = B.rows(j0, j1)
+        for i0 in range(0, A.size, ia):
+            i1 = min(A.size, i0 + ia)
+            ma, la = A.rows(i0, i1)
+            # A's share of attention [h, ia, jb]: the difference of log weights in float64 (they
+            # can be hundreds apart), the sigmoid in the evaluation dtype
+            lam = torch.sub(la[:, :, None], lb[:, None, :]).to(plan.dtype).sigmoid_()
+            label = torch.maximum(A.max[i0:i1, None], B.max[None, j0:j1])  # [ia, jb]
+            good, l_, p, n_band = _block_stats(plan, ma, mb, lam, label, buf, tmp, with_max)
+            # direct checks cost more than one more pass once more than a few inputs need them
+            with_max = with_max or n_band > _BAND_SHARE * label.numel()
+            if A.masks is not None:  # distinct: no token shared between the groups
+                valid = ((A.masks[i0:i1, None, :] & B.masks[None, j0:j1, :]) == 0).all(-1).view(-1)
+                good &= valid
+                l_, p = l_.mul_(valid), p.mul_(valid)
+            correct += good.sum()
+            soft += p.sum()
+            loss += l_.sum(dtype=torch.float64)
+    return correct, soft, loss
+
+
+def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool):
+    """Per input of a block (A rows ma [h, ia, n], B rows mb [h, jb, n], A's share of attention
+    lam [h, ia, jb], labels [ia, jb]): correct (bool), probability of the true max, and loss,
+    each [ia, jb], and the number of inputs that needed a direct check. The logits go through
+    ``buf`` one L2-sized tile at a time, in two passes (three ``with_max``):
+
+    1. logits = sum_h lerp(mb[h, j], ma[h, i], lam[h, i, j]); take lab = logits[label];
+    2. lower logits[label] to v = lab - _SHIFT, (with_max: top = max of the row), log-softmax in
+       place, take lo = log-probability of v.
+    """
+    n, H, dev, dtype = plan.n, plan.H, label.device, plan.dtype
+    ia, jb = label.shape
+    R = ia * jb
+    lab = torch.empty(R, dtype=dtype, device=dev)  # the true max's logit
+    lo = torch.empty(R, dtype=dtype, device=dev)  # log-probability of v
+    top = torch.empty(R, dtype=dtype, device=dev) if with_max else lab  # max(other logits, v)
+    # tiles: ti whole rows of A when one A row fits, else pieces of tj inputs of one row; each
+    # tile is a contiguous range of the block's inputs (row-major)
+    if jb * n <= plan.tile:
+        ti = max(1, min(ia, plan.tile // (jb * n)))
+        per = ti * jb
+        # flat index of each label's logit within its tile (every tile repeats the pattern)
+        base = torch.arange(0, per * n, n, device=dev)
+        flat = torch.empty(R, dtype=torch.int64, device=dev)
+        whole = R - R % per
+        torch.add(label.view(-1)[:whole].view(-1, per), base, out=flat[:whole].view(-1, per))
+        torch.add(label.view(-1)[whole:], base[: R - whole], out=flat[whole:])
+        mb1 = [mb[h][None] for h in range(H)]  # [1, jb, n]
+        ma_t = [ma[h][:, None].split(ti) for h in range(H)]  # [ti, 1, n]
+        lam_t = [lam[h][..., None].split(ti) for h in range(H)]  # [ti, jb, 1]
+        tiles = (([(mb1[h], ma_t[h][t], lam_t[h][t]) for h in range(H)], (min(ti, ia - t * ti), jb))
+                 for t in range(len(ma_t[0])))
+        ranges = [per] * (R // per) + ([R % per] if R % per else [])
+    else:
+        tj = max(1, plan.tile // n)
+        flat = (label + (torch.arange(jb, device=dev) % tj * n)).view(-1)
+        mb_t = [mb[h][None].split(tj, dim=1) for h in range(H)]  # [1, tj, n]
+        tiles = (
+            ([(mb_t[h][t], ma[h][i : i + 1, None], lam_h_t[h][t]) for h in range(H)], (1, min(tj, jb - t * tj)))
+            for i in range(ia)
+            for lam_h_t in [[lam[h][i : i + 1, :, None].split(tj, dim=1) for h in range(H)]]
+            for t in range(len(mb_t[0]))
+        )
+        ranges = ([tj] * (jb // tj) + ([jb % tj] if jb % tj else [])) * ia
+    lower = torch.full((max(ranges),), -_SHIFT, dtype=dtype, device=dev)
+    in_place = dev.type == "cpu"
+    for (ops, shape), idx, lab_t, lo_t, top_t in zip(
+            tiles, flat.split(ranges), lab.split(ranges), lo.split(ranges), top.split(ranges)):
+        rows = idx.shape[0]
+        Lf = buf[: rows * n]
+        L3 = Lf.view(*shape, n)
+        torch.lerp(*ops[0], out=L3)
+        for h in range(1, H):
+            t3 = tmp[: rows * n].view(*shape, n)
+            torch.lerp(*ops[h], out=t3)
+            L3.add_(t3)
+        L = Lf.view(rows, n)
+        torch.take(Lf, idx, out=lab_t)
+        Lf.index_add_(0, idx, lower[:rows])  # v = lab - _SHIFT
+        if with_max:
+            torch.amax(L, 1, out=top_t)
+        if in_place:  # the CPU kernel reads each row before it writes it
+            torch.log_softmax(L, 1, out=L)
+        else:
+            L.copy_(torch.log_softmax(L, 1))
+        torch.take(Lf, idx, out=lo_t)
+    # lo = v - log(e^v + S) with S = sum_{o != label} e^logit_o, so the ratio of the other
+    # outputs' probability to the true max's is z = S / e^lab = e^(v - lab - lo) (1 - e^lo);
+    # with t = v - lab - lo, evaluated as e^min(t, 80) (1 - e^lo) (past 80, 1 + z = e^t)
+    t = (lab - _SHIFT).sub_(lab).sub_(lo)
+    z = torch.exp(torch.clamp(t, max=80.0)).mul_(torch.exp(lo).neg_().add_(1.0))
+    if with_max:  # max(others, v) < lab exactly when every other logit is below lab
+        good, n_band = top < lab, 0
+    else:  # the sign of lab - max_other follows from z, as e^max_other <= S <= (n-1) e^max_other,
+        # except in a band around [1, n-1]: those inputs are checked directly
+        good = z < _BAND_LO
+        band = (z >= _BAND_LO) & (z <= (n - 1) * _BAND_HI)
+        rows = band.nonzero().squeeze(1)
+        n_band = rows.numel()
+        if n_band:
+            z[rows], good[rows] = _exact_rows(plan, ma, mb, lam, label, rows)
+    loss = torch.log1p(z).add_(t.sub_(80.0).clamp_(min=0.0))  # log(1 + z)
+    prob = torch.add(z.double(), 1.0).reciprocal_()  # of the true max; float64 keeps 1 - p
+    return good, loss, prob, n_band
+
+
+def _exact_rows(plan: _Plan, ma, mb, lam, label, rows):
+    """z = sum_{o != label} exp(logit_o - logit_label) and correct, computed directly for the
+    inputs ``rows`` (flat indices into the block) from the largest other logit and a log-softmax
+    over the others. z must be moderate (the band of _block_stats)."""
+    n, H = plan.n, plan.H
+    jb = label.shape[1]
+    zs, goods = [], []
+    for r in rows.split(max(1, plan.tile // n)):
+        i, j = r // jb, r % jb
+        L = torch.lerp(mb[0, j], ma[0, i], lam[0, i, j, None])  # [r, n]
+        for h in range(1, H):
+            L += torch.lerp(mb[h, j], ma[h, i], lam[h, i, j, None])
+        lbl = label.view(-1)[r, None]
+        lab = L.gather(1, lbl).squeeze(1)
+        L.scatter_(1, lbl, -math.inf)
+        other = L.amax(1)
+        zs.append(torch.exp(other - torch.log_softmax(L, 1).amax(1) - lab))
+        goods.append(lab > other)
+    return torch.cat(zs), torch.cat(goods)
+
+
+@contextmanager
+def _single_threaded_torch():
+    """Run torch operations single-threaded in every thread for the duration (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
+
+def evaluate(
+    model_or_tables,
+    dist: str = "uniform",
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Exact accuracy, soft accuracy and mean loss over every input of ``dist``.
+
+    ``model_or_tables``: a model or its ``CircuitTables``. Correct means the true max's logit is
+    strictly above every other logit; soft accuracy is the mean probability of the true max; loss
+    the mean cross-entropy. Cost: O(n^(k+1)·h) flops and n^(k+1) exponentials (n = 64, k = 4:
+    well under a second on 2 cores); memory: group tables of at most _GROUP_ELEMS float64 numbers
+    and a few buffers of _ROWS inputs and _TILE_BYTES, per worker (a few hundred MB at most).
+    ``dtype`` (of the logits; group tables are always float64) defaults to float64 for small
+    problems (n^(k+1) <= 2^24) and float32 otherwise (figures then agree with float64 to ~1e-6).
+    On the CPU the query tokens are shared among ``torch.get_num_threads()`` worker threads
+    (torch runs single-threaded in each meanwhile; the setting is restored afterwards). On a GPU
+    (``device="cuda"``) the same tensor operations run in one thread. ``progress(done, total)``
+    is called after each query token, from the calling thread.
+    """
+    t0 = time.perf_counter()
+    cfg = model_or_tables.cfg
+    n, k = cfg.d_vocab, cfg.n_ctx
+    check_distribution(dist, n, k)
+    N = n_sequences(dist, n, k)
+    if n**k > EXHAUSTIVE_LIMIT:
+        raise MaxkError(
+            f"exhaustive evaluation needs {n**k:.3g} inputs (limit {EXHAUSTIVE_LIMIT:.0e}); "
+            "use sampling instead (--samples N)"
+        )
+    tab = _as_tables(model_or_tables)
+    if dtype is None:
+        dtype = torch.float64 if n ** (k + 1) <= 1 << 24 else torch.float32
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    plan = _Plan(tab, dist, dtype, dev)
+    results: list = [None] * n
+    if dev.type == "cpu" and torch.get_num_threads() > 1 and n > 1:
+        with _single_threaded_torch() as workers, ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(_inference, plan, q) for q in range(n)]
+            try:
+                for q, fut in enumerate(futures):
+                    results[q] = fut.result()
+                    if progress is not None:
+                        progress(q + 1, n)
+            except BaseException:  # an error or an interrupt: do not run the remaining queries
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    else:
+        with torch.inference_mode():
+            for q in range(n):
+                results[q] = _query_stats(plan, q)
+                if progress is not None:
+                    progress(q + 1, n)
+    correct = sum(int(c) for c, _, _ in results)  # summed in query order: deterministic
+    soft_sum = math.fsum(float(s) for _, s, _ in results)
+    loss_sum = math.fsum(float(l_) for _, _, l_ in results)
+    return EvalResult(
+        dist=dist,
+        method="exhaustive",
+        n_sequences=N,
+        correct=correct,
+        accuracy=correct / N,
+        soft_accuracy=soft_sum / N,
+        loss=loss_sum / N,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _inference(plan: _Plan, q: int):
+    with torch.inference_mode():
+        return _query_stats(plan, q)
+
+
+def all_sequences(n: int, k: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Sequences number start..stop-1 of all n^k, in lexicographic order: [stop-start, k] int64."""
+    stop = n**k if stop is None else stop
+    return _unravel(np.arange(start, stop, dtype=np.int64), n, k)
 
 
 def _accumulate(logits: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None):
@@ -74,103 +449,6 @@ def _accumulate(logits: torch.Tensor, label: torch.Tensor, valid: torch.Tensor |
     if valid is not None:
         good, soft, loss = good & valid, soft * valid, loss * valid
     return int(good.sum()), float(soft.sum()), float(loss.sum())
-
-
-def evaluate(
-    model_or_tables,
-    dist: str = "uniform",
-    *,
-    dtype: torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> EvalResult:
-    """Exact accuracy, soft accuracy and mean loss over every input of ``dist``.
-
-    Cost: O(n^(k+1)·h) additions and n^(k+1) exponentials; memory O(2^21) floats at a time.
-    ``dtype`` defaults to float64 for small problems (n^(k+1) <= 2^24) and float32 otherwise.
-    ``progress(done, total)`` is called after each query token.
-    """
-    t0 = time.perf_counter()
-    tab = _as_tables(model_or_tables)
-    n, k, H = tab.n, tab.k, tab.n_heads
-    check_distribution(dist, n, k)
-    N = n_sequences(dist, n, k)
-    if n**k > EXHAUSTIVE_LIMIT:
-        raise MaxkError(
-            f"exhaustive evaluation needs {n**k:.3g} inputs (limit {EXHAUSTIVE_LIMIT:.0e}); "
-            "use sampling instead (--samples N)"
-        )
-    if dtype is None:
-        dtype = torch.float64 if n ** (k + 1) <= 1 << 24 else torch.float32
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    f = k - 1  # free positions 0..k-2; the query sits at k-1
-    r = 0  # trailing free positions summed into one table
-    while r < f and n ** (r + 1) * n <= _CHUNK_ELEMS:
-        r += 1
-    n_inner, n_outer = n**r, n ** (f - r)
-    batch = max(1, _CHUNK_ELEMS // (n_inner * n))
-    inner_tok = _unravel(np.arange(n_inner), n, r)  # [n_inner, r]
-    inner_max = torch.as_tensor(inner_tok.max(axis=1) if r else np.full(1, -1), device=dev)
-    if dist == "distinct":
-        inner_ok = torch.as_tensor(
-            np.array([len(set(row)) == r for row in inner_tok]) if r else np.ones(1, bool), device=dev
-        )
-        inner_onehot = torch.zeros(n_inner, n, dtype=torch.bool, device=dev)
-        if r:
-            inner_onehot[torch.arange(n_inner)[:, None], torch.as_tensor(inner_tok)] = True
-    correct, soft_sum, loss_sum = 0, 0.0, 0.0
-    eqke, eqkp = torch.as_tensor(tab.eqke), torch.as_tensor(tab.eqkp)
-    evou, pvou, eupu = torch.as_tensor(tab.evou), torch.as_tensor(tab.pvou), torch.as_tensor(tab.eupu)
-    pos_outer = list(range(f - r)) + [f]  # leading free positions, then the query
-    pos_inner = list(range(f - r, f))
-    inner_t = torch.as_tensor(inner_tok)
-    for q in range(n):
-        # trailing r positions as one table: per head the attention-weighted mean of their values
-        # (direct path folded into head 0) and the log of their total attention weight.
-        in_mean, in_lse = _group_tables(eqke, eqkp, evou, pvou, eupu, q, inner_t, pos_inner)
-        in_mean, in_lse = in_mean.to(dev, dtype), in_lse.to(dev)
-        for start in range(0, n_outer, batch):
-            stop = min(start + batch, n_outer)
-            otok = np.c_[_unravel(np.arange(start, stop), n, f - r), np.full(stop - start, q)]
-            out_mean, out_lse = _group_tables(eqke, eqkp, evou, pvou, eupu, q, torch.as_tensor(otok), pos_outer)
-            out_mean, out_lse = out_mean.to(dev, dtype), out_lse.to(dev)
-            # logits = inner mean + lam * (outer mean - inner mean), lam = outer share of attention
-            logits = None
-            for h in range(H):
-                lam = torch.sigmoid(out_lse[h, :, None] - in_lse[h, None, :]).to(dtype).unsqueeze(-1)
-                term = torch.lerp(in_mean[h, None, :, :], out_mean[h, :, None, :], lam)
-                logits = term if logits is None else logits.add_(term)
-            omax = torch.as_tensor(otok.max(axis=1), device=dev)
-            label = torch.maximum(omax[:, None], inner_max[None, :])
-            valid = None
-            if dist == "distinct":
-                o_ok = np.array([len(set(row)) == f - r + 1 for row in otok])
-                o_hot = torch.zeros(stop - start, n, dtype=torch.bool, device=dev)
-                o_hot[torch.arange(stop - start)[:, None], torch.as_tensor(otok)] = True
-                clash = (o_hot.to(torch.float32) @ inner_onehot.T.to(torch.float32)) > 0
-                valid = torch.as_tensor(o_ok, device=dev)[:, None] & inner_ok[None, :] & ~clash
-            c, s, l_ = _accumulate(logits, label, valid)
-            correct += c
-            soft_sum += s
-            loss_sum += l_
-        if progress is not None:
-            progress(q + 1, n)
-    return EvalResult(
-        dist=dist,
-        method="exhaustive",
-        n_sequences=N,
-        correct=correct,
-        accuracy=correct / N,
-        soft_accuracy=soft_sum / N,
-        loss=loss_sum / N,
-        seconds=time.perf_counter() - t0,
-    )
-
-
-def all_sequences(n: int, k: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Sequences number start..stop-1 of all n^k, in lexicographic order: [stop-start, k] int64."""
-    stop = n**k if stop is None else stop
-    return _unravel(np.arange(start, stop, dtype=np.int64), n, k)
 
 
 @torch.no_grad()
