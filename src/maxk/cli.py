@@ -74,3 +74,5 @@ def progress_bar(description: str, total: int, enabled: bool = True):
 # Subcommands live in their own modules; each registers itself on ``main``.
 from . import cli_core  # noqa: E402,F401
 from . import cli_prove  # noqa: E402,F401
+from . import cli_estimate_bench  # noqa: E402,F401
+from . import cli_estimate  # noqa: E402,F401

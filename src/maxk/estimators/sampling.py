@@ -1,0 +1,243 @@
+"""Sampling baselines: plain Monte Carlo and stratified sampling with exact stratum weights.
+
+Both push sampled inputs through the circuit tables (never the model) in chunks, so memory stays
+bounded: a sample costs about 2·h·k·n + 5·n + 6·h·k FLOPs (gathered value rows, attention-weighted
+sum, output softmax). ``stratified`` is also the truth source for k >= 6 in the benchmark.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from math import comb
+
+import numpy as np
+
+from ..circuits import CircuitTables
+from ..distributions import max_weights, n_sequences, sample
+from ..errors import MaxkError
+from ..flops import FlopCounter
+from .base import Estimate
+
+_CHUNK = 1 << 13  # samples per chunk: [chunk, k, n] float64 gathers stay ~50 MB for k=10, n=64
+
+
+def soft_probs(tables: CircuitTables, tokens: np.ndarray, counter: FlopCounter | None = None) -> np.ndarray:
+    """Probability the model puts on the right answer (the max) for each input.
+
+    tokens: [b, k] int -> [b] float64. Cost per input: h·(k gathers + 4k softmax + 2k·n value sum)
+    + n (direct path) + 4n (output softmax) FLOPs; processed in chunks of 8192 inputs.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    b, k = tokens.shape
+    n, H = tables.n, tables.n_heads
+    out = np.empty(b, dtype=np.float64)
+    pos = np.arange(k)
+    for s in range(0, b, _CHUNK):
+        x = tokens[s : s + _CHUNK]
+        q = x[:, -1]
+        logits = tables.eupu[q].copy()  # [c, n]
+        for h in range(H):
+            sc = tables.eqke[h][q[:, None], x] + tables.eqkp[h][q[:, None], pos[None, :]]  # [c, k]
+            sc -= sc.max(axis=1, keepdims=True)
+            a = np.exp(sc)
+            a /= a.sum(axis=1, keepdims=True)
+            vals = tables.evou[h][x] + tables.pvou[h][None, :, :]  # [c, k, n]
+            logits += np.matmul(a[:, None, :], vals)[:, 0, :]
+        label = x.max(axis=1)
+        top = logits.max(axis=1, keepdims=True)
+        z = np.exp(logits - top)
+        out[s : s + _CHUNK] = z[np.arange(len(x)), label] / z.sum(axis=1)
+    if counter is not None:
+        counter.add(b * H * (k + 4 * k + k * n + 2 * k * n), "sample_attention")
+        counter.add(b * (n + 4 * n), "sample_softmax")
+    return out
+
+
+# ---------------------------------------------------------------- plain Monte Carlo
+
+def sampling(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
+             samples: int = 10_000) -> Estimate:
+    """Plain Monte Carlo: mean soft accuracy of ``samples`` inputs drawn from ``dist``.
+
+    spread = standard error of the mean. Cost: ``samples`` × (one input through the tables).
+    """
+    samples = _check_samples(samples, 2)
+    p = soft_probs(tables, sample(dist, tables.n, tables.k, samples, rng), counter)
+    counter.add(2 * samples, "reduce")
+    se = float(p.std(ddof=1) / np.sqrt(samples))
+    return Estimate("sampling", float(p.mean()), 0, 0.0, dist, spread=se, extra={"samples": samples})
+
+
+def _check_samples(samples, minimum: int) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < minimum:
+        raise MaxkError(f"samples must be an integer >= {minimum}, got {samples!r}")
+    return int(samples)
+
+
+# ---------------------------------------------------------------- conditional samplers
+
+def _distinct_below(m: np.ndarray, count: int, exclude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each row, ``count`` distinct values uniformly from [0, m) minus the row's ``exclude``
+    values, in uniformly random order. m: [b]; exclude: [b, e] distinct values < m -> [b, count].
+
+    Selection by rank: draw r uniform in [0, m - e - j), then step r past every already used value
+    at or below it (used values kept sorted), O(b·(count + e)²)."""
+    b = m.shape[0]
+    used = np.sort(exclude, axis=1) if exclude.size else np.zeros((b, 0), dtype=np.int64)
+    e = used.shape[1]
+    out = np.empty((b, count), dtype=np.int64)
+    for j in range(count):
+        r = np.floor(rng.random(b) * (m - e - j)).astype(np.int64)
+        for i in range(used.shape[1]):
+            r += used[:, i] <= r
+        out[:, j] = r
+        used = np.sort(np.concatenate([used, r[:, None]], axis=1), axis=1)
+    return out
+
+
+def _shuffle_rows(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row of x [b, c] permuted uniformly at random."""
+    if x.shape[1] <= 1:
+        return x
+    return np.take_along_axis(x, rng.random(x.shape).argsort(axis=1), axis=1)
+
+
+def _copies_table(k: int, n: int) -> np.ndarray:
+    """cdf[m, c-1] = P[at most c copies of m | max = m] for k i.i.d. uniform tokens: [n, k]."""
+    w = np.array([[comb(k, c) * float(m) ** (k - c) for c in range(1, k + 1)] for m in range(n)])
+    return np.cumsum(w, axis=1) / w.sum(axis=1, keepdims=True)
+
+
+def _uniform_with_max(m: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """k i.i.d. uniform tokens conditioned on max = m (per row). m: [b] -> [b, k]."""
+    b = m.shape[0]
+    cdf = _copies_table(k, n)[m]  # [b, k]
+    c = 1 + (rng.random(b)[:, None] > cdf).sum(axis=1)
+    c = np.minimum(c, k)
+    is_max = rng.random((b, k)).argsort(axis=1).argsort(axis=1) < c[:, None]
+    low = np.floor(rng.random((b, k)) * m[:, None]).astype(np.int64)
+    return np.where(is_max, m[:, None], low)
+
+
+def sample_given(dist: str, n: int, k: int, m: np.ndarray, q: np.ndarray | None,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Inputs from ``dist`` conditioned per row on max = m[i] (and query x[k-1] = q[i] if given).
+
+    m, q: [b] int -> [b, k] int64. Every (m, q) must have positive probability."""
+    m = np.asarray(m, dtype=np.int64)
+    b = m.shape[0]
+    if q is None:
+        if dist == "uniform":
+            return _uniform_with_max(m, k, n, rng)
+        others = _distinct_below(m, k - 1, np.zeros((b, 0), dtype=np.int64), rng)
+        return _shuffle_rows(np.concatenate([others, m[:, None]], axis=1), rng)
+    q = np.asarray(q, dtype=np.int64)
+    out = np.empty((b, k), dtype=np.int64)
+    out[:, -1] = q
+    top = q == m
+    if k == 1:
+        return out
+    if dist == "uniform":
+        # query is the max: others i.i.d. in [0, m]; else: others have max exactly m
+        out[top, :-1] = np.floor(rng.random((top.sum(), k - 1)) * (m[top, None] + 1)).astype(np.int64)
+        out[~top, :-1] = _uniform_with_max(m[~top], k - 1, n, rng)
+        return out
+    nt = ~top
+    out[top, :-1] = _distinct_below(m[top], k - 1, np.zeros((top.sum(), 0), dtype=np.int64), rng)
+    rest = _distinct_below(m[nt], k - 2, q[nt, None], rng)
+    out[nt, :-1] = _shuffle_rows(np.concatenate([rest, m[nt, None]], axis=1), rng)
+    return out
+
+
+def strata_weights(dist: str, n: int, k: int, by_query: bool) -> np.ndarray:
+    """Exact stratum probabilities: [n] P[max = m], or [n, n] P[max = m, query = q] (zero for
+    q > m), computed from exact integer counts."""
+    if not by_query:
+        return max_weights(dist, n, k)
+    total = n_sequences(dist, n, k)
+    w = np.zeros((n, n))
+    for m in range(n):
+        if dist == "uniform":
+            top, below = (m + 1) ** (k - 1), (m + 1) ** (k - 1) - m ** (k - 1)
+        else:  # others: k-1 distinct from [0, m) (query is max) / k-2 from [0,m)\{q} plus m, any order
+            top = _falling(m, k - 1)
+            below = (k - 1) * _falling(m - 1, k - 2) if k >= 2 else 0
+        w[m, m] = float(Fraction(top, total))
+        if m > 0 and k >= 2:
+            w[m, :m] = float(Fraction(below, total))
+    return w
+
+
+def _falling(a: int, b: int) -> int:
+    """a·(a-1)···(a-b+1), zero if a < b, one if b == 0."""
+    if b < 0 or a < b:
+        return 0
+    out = 1
+    for i in range(b):
+        out *= a - i
+    return out
+
+
+# ---------------------------------------------------------------- stratified sampling
+
+def _allocate(weights: np.ndarray, sd: np.ndarray, budget: int, minimum: int) -> np.ndarray:
+    """Integer sample counts per stratum ∝ weight·sd (Neyman), at least ``minimum`` each."""
+    score = weights * sd
+    if score.sum() <= 0:
+        score = weights.copy()
+    alloc = np.full(weights.shape, minimum, dtype=np.int64)
+    extra = max(budget - alloc.sum(), 0)
+    alloc += np.floor(extra * score / score.sum()).astype(np.int64)
+    return alloc
+
+
+def _run_strata(tables, dist, ms, qs, alloc, rng, counter):
+    """Sample alloc[i] inputs in stratum (ms[i], qs[i]); return per-stratum (sum, sum of squares)."""
+    sid = np.repeat(np.arange(len(ms)), alloc)
+    s1 = np.zeros(len(ms))
+    s2 = np.zeros(len(ms))
+    step = 1 << 16
+    for s in range(0, len(sid), step):
+        idx = sid[s : s + step]
+        x = sample_given(dist, tables.n, tables.k, ms[idx], None if qs is None else qs[idx], rng)
+        p = soft_probs(tables, x, counter)
+        s1 += np.bincount(idx, weights=p, minlength=len(ms))
+        s2 += np.bincount(idx, weights=p * p, minlength=len(ms))
+    counter.add(4 * len(sid), "reduce")
+    return s1, s2
+
+
+def stratified(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
+               samples: int = 10_000, by_query: bool = False, pilot: float = 0.2) -> Estimate:
+    """Stratified sampling over max value m (and query q if ``by_query``), exact stratum weights.
+
+    A pilot of ``pilot``·samples inputs (spread evenly, >= 2 per stratum) measures each stratum's
+    spread; the rest is allocated ∝ weight × pilot standard deviation (Neyman). Estimate =
+    Σ_s w_s · mean_s over all samples of the stratum; spread = sqrt(Σ_s w_s² var_s / n_s), the
+    stratified standard error. Cost: ``samples`` inputs through the tables plus O(strata).
+    """
+    n, k = tables.n, tables.k
+    w = strata_weights(dist, n, k, by_query)
+    if by_query:
+        ms, qs = np.nonzero(w)
+        weights = w[ms, qs]
+    else:
+        ms = np.nonzero(w)[0]
+        qs = None
+        weights = w[ms]
+    n_strata = len(ms)
+    samples = _check_samples(samples, 4 * n_strata)
+    n_pilot = max(2 * n_strata, int(pilot * samples))
+    a1 = _allocate(weights, np.ones(n_strata), n_pilot, 2)
+    s1, s2 = _run_strata(tables, dist, ms, qs, a1, rng, counter)
+    mean1 = s1 / a1
+    sd = np.sqrt(np.maximum(s2 / a1 - mean1**2, 0.0) * a1 / (a1 - 1))
+    a2 = _allocate(weights, sd + 1e-12, samples - a1.sum(), 0)
+    t1, t2 = _run_strata(tables, dist, ms, qs, a2, rng, counter)
+    cnt = a1 + a2
+    mu = (s1 + t1) / cnt
+    var = np.maximum((s2 + t2) / cnt - mu**2, 0.0) * cnt / (cnt - 1)
+    est = float(weights @ mu)
+    se = float(np.sqrt(np.sum(weights**2 * var / cnt)))
+    counter.add(6 * n_strata, "combine")
+    return Estimate("stratified", est, 0, 0.0, dist, spread=se,
+                    extra={"samples": int(cnt.sum()), "strata": n_strata, "by_query": by_query})
