@@ -8,24 +8,44 @@ from .circuits import CircuitTables, circuit_tables
 from .config import ModelConfig
 from .distributions import DISTRIBUTIONS
 from .errors import MaxkError
+from .estimators.base import Estimate
+from .estimators.registry import ESTIMATORS, estimate
 from .exact import evaluate, evaluate_forward
 from .model import MaxKTransformer
+from .proofs.base import ProofResult
+from .proofs.enclose import enclosed_tables
+from .proofs.registry import STRATEGIES, prove, prove_all
 from .results import EvalResult
+from .sampling import evaluate_sampled
 from .train import train, trained_model
 
 __all__ = [
-    "CircuitTables",
-    "DISTRIBUTIONS",
-    "EvalResult",
-    "MaxKTransformer",
-    "MaxkError",
+    # models and checkpoints
     "ModelConfig",
-    "circuit_tables",
-    "default_model_path",
-    "evaluate",
-    "evaluate_forward",
+    "MaxKTransformer",
     "load",
     "save",
+    "default_model_path",
     "train",
     "trained_model",
+    # the circuit tables every analysis reads
+    "CircuitTables",
+    "circuit_tables",
+    # evaluation
+    "DISTRIBUTIONS",
+    "EvalResult",
+    "evaluate",
+    "evaluate_forward",
+    "evaluate_sampled",
+    # proofs
+    "ProofResult",
+    "STRATEGIES",
+    "enclosed_tables",
+    "prove",
+    "prove_all",
+    # heuristic estimators
+    "ESTIMATORS",
+    "Estimate",
+    "estimate",
+    "MaxkError",
 ]

@@ -4,20 +4,50 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 
 def run_demo(out_dir: str | Path) -> None:
-    """Evaluate the shipped model exactly and print what each analysis says about it."""
+    """Evaluate the shipped model exactly, prove bounds on its accuracy (with the Pareto plot in
+    ``out_dir``) and estimate its soft accuracy heuristically; print a summary of each."""
     from . import checkpoint
+    from .estimators.registry import estimate
     from .exact import evaluate
+    from .proofs.frontier import plot_frontier
+    from .proofs.registry import prove_all
 
     console = Console()
+    out_dir = Path(out_dir)
     model = checkpoint.load("default")
     cfg, rec = model.cfg, getattr(model, "training_record", None) or {}
     console.print(f"[bold]maxk demo[/bold]: shipped model n={cfg.d_vocab} k={cfg.n_ctx} d_model={cfg.d_model} "
                   f"d_head={cfg.d_head} heads={cfg.n_heads}, seed {rec.get('seed')}, {rec.get('steps')} steps, "
                   f"final training loss {rec.get('final_loss', float('nan')):.3g}")
+    exact = {}
     for dist in ("uniform", "distinct"):
-        r = evaluate(model, dist)
-        console.print(f"  exact ({dist}) accuracy {r.accuracy:.6f} ({r.correct:,}/{r.n_sequences:,}), "
+        r = exact[dist] = evaluate(model, dist)
+        console.print(f"  exact ({dist}): accuracy {r.accuracy:.6f} ({r.correct:,}/{r.n_sequences:,}), "
                       f"soft accuracy {r.soft_accuracy:.6f}, loss {r.loss:.4g}  ({r.seconds:.2f} s)")
+
+    acc = exact["uniform"].accuracy
+    proofs = prove_all(model, "uniform")
+    table = Table(title="Compact proofs (uniform inputs): certified lower bounds on accuracy")
+    for col in ("strategy", "bound", "bound/acc", "FLOPs", "seconds"):
+        table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+    for p in proofs:
+        table.add_row(p.strategy, f"{p.bound:.4f}", f"{p.bound / acc:.4f}", f"{p.flops:.3g}", f"{p.seconds:.2f}")
+    console.print(table)
+    plot = out_dir / "frontier.png"
+    plot_frontier(proofs, acc, plot, title="shipped model: proof FLOPs vs bound")
+    console.print(f"  Pareto plot of bound against FLOPs: {plot}")
+
+    truth = exact["uniform"].soft_accuracy
+    table = Table(title=f"Heuristic estimates of soft accuracy (uniform inputs; exact {truth:.6f})")
+    for col in ("method", "estimate", "error", "FLOPs", "seconds"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for method, opts in (("mean", {}), ("bins", {}), ("cumulant", {}), ("sampling", {"samples": 10_000}),
+                         ("stratified", {"samples": 10_000})):
+        e = estimate(model, method, "uniform", **opts)
+        table.add_row(method + (" (10^4 samples)" if opts else ""), f"{e.estimate:.6f}",
+                      f"{e.estimate - truth:+.2e}", f"{e.flops:.3g}", f"{e.seconds:.2f}")
+    console.print(table)

@@ -23,8 +23,7 @@ def plot_frontier(results: list[ProofResult], true_accuracy: float | None, path:
         if r.strategy == "brute":
             ax.scatter([flops], [r.bound], marker="*", s=160, color="black", zorder=3, label="brute force")
         else:
-            ax.scatter([flops], [r.bound], s=40, zorder=3)
-            ax.annotate(r.strategy, (flops, r.bound), textcoords="offset points", xytext=(5, -10), fontsize=8)
+            ax.scatter([flops], [r.bound], s=40, zorder=3, label=f"{r.strategy} ({r.bound:.4f})")
     if true_accuracy is not None:
         ax.axhline(true_accuracy, color="tab:red", linestyle="--", linewidth=1,
                    label=f"{true_label} {true_accuracy:.4f}")
