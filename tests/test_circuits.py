@@ -4,7 +4,6 @@ import torch
 
 from maxk.circuits import circuit_tables
 from maxk.exact import all_sequences
-from maxk.sampling import table_logits
 
 from .conftest import random_model
 
@@ -16,7 +15,7 @@ def test_tables_reproduce_forward_pass(heads, biases, k):
     toks = all_sequences(7, k)
     ref = m.double().last_logits(torch.as_tensor(toks)).numpy()
     np.testing.assert_allclose(tab.logits(toks), ref, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(table_logits(tab, torch.as_tensor(toks)).numpy(), ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(tab.logits_torch(torch.as_tensor(toks)).numpy(), ref, rtol=1e-10, atol=1e-10)
 
 
 def test_table_shapes_and_dtype():

@@ -45,25 +45,20 @@ class CircuitTables:
     def n_heads(self) -> int:
         return self.cfg.n_heads
 
-    def scores(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens: [b, k] -> attention scores [b, h, k] at the last position. Cost O(b·h·k)."""
+    def logits_torch(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: [b, k] int64 -> last-position logits [b, n] (float64 torch). Cost O(b·h·k·n)."""
+        eqke, eqkp = torch.as_tensor(self.eqke), torch.as_tensor(self.eqkp)
+        evou, pvou = torch.as_tensor(self.evou), torch.as_tensor(self.pvou)
         q = tokens[:, -1]
-        h = np.arange(self.n_heads)[None, :, None]
-        pos = np.arange(self.k)[None, None, :]
-        return self.eqke[h, q[:, None, None], tokens[:, None, :]] + self.eqkp[h, q[:, None, None], pos]
+        out = torch.as_tensor(self.eupu)[q].clone()
+        for h in range(self.n_heads):
+            att = torch.softmax(eqke[h][q[:, None], tokens] + eqkp[h][q], dim=-1)  # [b, k]
+            out += torch.einsum("bk,bkn->bn", att, evou[h][tokens]) + att @ pvou[h]
+        return out
 
     def logits(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens: [b, k] -> last-position logits [b, n] through the tables. Cost O(b·h·k·n)."""
-        tokens = np.asarray(tokens, dtype=np.int64)
-        s = self.scores(tokens)
-        s = s - s.max(axis=-1, keepdims=True)
-        a = np.exp(s)
-        a /= a.sum(axis=-1, keepdims=True)  # [b, h, k]
-        out = self.eupu[tokens[:, -1]].copy()
-        for h in range(self.n_heads):
-            vals = self.evou[h][tokens] + self.pvou[h][None, :, :]  # [b, k, n]
-            out += np.einsum("bk,bkn->bn", a[:, h, :], vals)
-        return out
+        """tokens: [b, k] -> last-position logits [b, n] (float64 numpy). Cost O(b·h·k·n)."""
+        return self.logits_torch(torch.as_tensor(np.asarray(tokens, dtype=np.int64))).numpy()
 
 
 def _weights64(model) -> dict[str, np.ndarray]:

@@ -20,24 +20,10 @@ from .results import EvalResult
 _BATCH = 1 << 15
 
 
-def table_logits(tab: CircuitTables, tokens: torch.Tensor) -> torch.Tensor:
-    """Last-position logits [b, n] of tokens [b, k] through the circuit tables (float64 torch).
-
-    Cost O(b·h·k·n)."""
-    eqke, eqkp = torch.as_tensor(tab.eqke), torch.as_tensor(tab.eqkp)
-    evou, pvou = torch.as_tensor(tab.evou), torch.as_tensor(tab.pvou)
-    q = tokens[:, -1]
-    out = torch.as_tensor(tab.eupu)[q].clone()
-    for h in range(tab.n_heads):
-        att = torch.softmax(eqke[h][q[:, None], tokens] + eqkp[h][q], dim=-1)  # [b, k]
-        out += torch.einsum("bk,bkn->bn", att, evou[h][tokens] + pvou[h][None])
-    return out
-
-
 def per_input_metrics(tab: CircuitTables, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(correct, probability of the max, loss) per input for tokens [b, k]; cost O(b·h·k·n)."""
     toks = torch.as_tensor(tokens, dtype=torch.int64)
-    logits = table_logits(tab, toks)
+    logits = tab.logits_torch(toks)
     label = toks.max(dim=1).values
     lm = logits.gather(1, label[:, None]).squeeze(1)
     other = logits.scatter(1, label[:, None], float("-inf")).amax(1)

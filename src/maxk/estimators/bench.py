@@ -38,6 +38,7 @@ from ..distributions import count_with_max, max_weights, sample_with_max
 from ..errors import MaxkError
 from ..exact import evaluate
 from ..model import BIAS_NAMES
+from ..sampling import per_input_metrics
 
 NOISED = ("embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V",
           "blocks.0.attn.W_O", "unembed.W_U")
@@ -101,21 +102,11 @@ def truth_sample(dist: str, n: int, k: int, samples: int, seed: int = 0) -> Trut
 
 
 def soft_probs_fast(tab: CircuitTables, tokens: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Probability on the right answer for each input [N, k] through the float64 circuit tables
-    (torch, chunks of ``chunk`` inputs). Cost per input O(h·k·n + n)."""
-    eqke, eqkp = torch.as_tensor(tab.eqke), torch.as_tensor(tab.eqkp)
-    evou, pvou, eupu = torch.as_tensor(tab.evou), torch.as_tensor(tab.pvou), torch.as_tensor(tab.eupu)
+    """Probability on the right answer for each input [N, k] through the circuit tables, in
+    chunks of ``chunk`` inputs. Cost per input O(h·k·n + n)."""
     out = np.empty(len(tokens))
     for s0 in range(0, len(tokens), chunk):
-        x = torch.as_tensor(tokens[s0 : s0 + chunk].astype(np.int64))
-        q = x[:, -1]
-        logits = eupu[q].clone()
-        for h in range(tab.n_heads):
-            a = torch.softmax(eqke[h][q[:, None], x] + eqkp[h][q], dim=-1)  # [b, k]
-            logits += torch.einsum("bk,bkn->bn", a, evou[h][x]) + a @ pvou[h]
-        label = x.max(dim=1).values
-        logp = logits.gather(1, label[:, None])[:, 0] - torch.logsumexp(logits, dim=1)
-        out[s0 : s0 + chunk] = torch.exp(logp).numpy()
+        out[s0 : s0 + chunk] = per_input_metrics(tab, tokens[s0 : s0 + chunk].astype(np.int64))[1]
     return out
 
 

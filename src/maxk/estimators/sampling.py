@@ -15,6 +15,7 @@ from ..circuits import CircuitTables
 from ..distributions import max_weights, n_sequences, sample
 from ..errors import MaxkError
 from ..flops import FlopCounter
+from ..sampling import per_input_metrics
 from .base import Estimate
 
 _CHUNK = 1 << 13  # samples per chunk: [chunk, k, n] float64 gathers stay ~50 MB for k=10, n=64
@@ -30,22 +31,8 @@ def soft_probs(tables: CircuitTables, tokens: np.ndarray, counter: FlopCounter |
     b, k = tokens.shape
     n, H = tables.n, tables.n_heads
     out = np.empty(b, dtype=np.float64)
-    pos = np.arange(k)
     for s in range(0, b, _CHUNK):
-        x = tokens[s : s + _CHUNK]
-        q = x[:, -1]
-        logits = tables.eupu[q].copy()  # [c, n]
-        for h in range(H):
-            sc = tables.eqke[h][q[:, None], x] + tables.eqkp[h][q[:, None], pos[None, :]]  # [c, k]
-            sc -= sc.max(axis=1, keepdims=True)
-            a = np.exp(sc)
-            a /= a.sum(axis=1, keepdims=True)
-            vals = tables.evou[h][x] + tables.pvou[h][None, :, :]  # [c, k, n]
-            logits += np.matmul(a[:, None, :], vals)[:, 0, :]
-        label = x.max(axis=1)
-        top = logits.max(axis=1, keepdims=True)
-        z = np.exp(logits - top)
-        out[s : s + _CHUNK] = z[np.arange(len(x)), label] / z.sum(axis=1)
+        out[s : s + _CHUNK] = per_input_metrics(tables, tokens[s : s + _CHUNK])[1]
     if counter is not None:
         counter.add(b * H * (k + 4 * k + k * n + 2 * k * n), "sample_attention")
         counter.add(b * (n + 4 * n), "sample_softmax")
