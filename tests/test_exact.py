@@ -139,3 +139,12 @@ def test_distinct_with_tokens_past_one_mask_word():
     m = random_model(n=66, k=3, d_model=8, d_head=4, seed=11, scale=1.0)
     ref = evaluate_forward(m, "distinct", dtype=torch.float64)
     _assert_same(evaluate(m, "distinct", dtype=torch.float64), ref)
+
+
+def test_index_memory_is_bounded_for_small_n_large_k():
+    from maxk.config import ModelConfig
+    from maxk.model import MaxKTransformer
+
+    m = MaxKTransformer(ModelConfig(d_vocab=2, n_ctx=31, d_model=4, d_head=4))
+    with pytest.raises(MaxkError, match="--samples"):
+        evaluate(m)

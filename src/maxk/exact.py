@@ -49,6 +49,7 @@ from .errors import MaxkError
 from .results import EvalResult
 
 EXHAUSTIVE_LIMIT = 4 * 10**9  # sequences; beyond this, use sampling
+_INDEX_BYTES = 1 << 29  # bound on group A's index arrays, which grow as n^(k-2)
 _TILE_BYTES = 1 << 19  # logits per tile: half a core's L2 (the tile is reused by every pass)
 _ROWS = 1 << 18  # inputs per block of per-input bookkeeping (a few MB)
 _GROUP_ELEMS = 1 << 23  # float64 group-table entries built at once (64 MB)
@@ -384,6 +385,12 @@ def evaluate(
         raise MaxkError(
             f"exhaustive evaluation needs {n**k:.3g} inputs (limit {EXHAUSTIVE_LIMIT:.0e}); "
             "use sampling instead (--samples N)"
+        )
+    index_bytes = n ** max(k - 2, 0) * (k + 1) * 8  # group A's token tuples, maxima and masks
+    if index_bytes > _INDEX_BYTES:
+        raise MaxkError(
+            f"exhaustive evaluation for n={n}, k={k} would index {n ** max(k - 2, 0):.3g} token tuples "
+            f"({index_bytes / 2**30:.1f} GiB, limit {_INDEX_BYTES / 2**30:.1f} GiB); use sampling instead (--samples N)"
         )
     tab = _as_tables(model_or_tables)
     if dtype is None:
