@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import MODEL_HELP, echo_json, main, progress_bar
+from .cli import echo_json, main, progress_bar
 from .distributions import DISTRIBUTIONS
 
 DIST_OPTION = click.option(
@@ -92,7 +92,8 @@ def _describe(res) -> str:
 def eval_(model_path, dist, samples, seed, as_json):
     """Exact accuracy, soft accuracy and loss over every input (or a stratified sample).
 
-    MODEL: """ + MODEL_HELP
+    MODEL is a maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default' (the
+    shipped model)."""
     from . import checkpoint
     from .distributions import check_distribution
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import MODEL_HELP, echo_json, main
+from .cli import echo_json, main
 from .distributions import DISTRIBUTIONS
 
 _KEYS = ("strategy", "bound", "certified", "n_sequences", "flops", "seconds", "cost", "dist")
@@ -32,10 +32,11 @@ def _true_accuracy(model, dist: str) -> tuple[float, str]:
               help="write bound vs FLOPs (PNG) with the brute-force point and the true accuracy")
 @click.option("--list", "list_only", is_flag=True, help="list the strategies and exit")
 def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
-    """Prove a lower bound on MODEL's accuracy (MODEL: """ + MODEL_HELP + """).
+    """Prove a lower bound on MODEL's accuracy.
 
     The bound holds for the exact real-number model with the checkpoint's weights: every
-    floating-point step is enclosed and a too-close call counts against the bound."""
+    floating-point step is enclosed and a too-close call counts against the bound. MODEL is a
+    maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default' (the shipped model)."""
     from . import checkpoint
     from .errors import MaxkError
     from .proofs.registry import STRATEGIES, prove, prove_all
