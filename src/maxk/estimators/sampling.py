@@ -198,9 +198,9 @@ def stratified(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: n
     """Stratified sampling over max value m (and query q if ``by_query``), exact stratum weights.
 
     A pilot of ``pilot``·samples inputs (spread evenly, >= 2 per stratum) measures each stratum's
-    spread; the rest is allocated ∝ weight × pilot standard deviation (Neyman). Estimate =
-    Σ_s w_s · mean_s over all samples of the stratum; spread = sqrt(Σ_s w_s² var_s / n_s), the
-    stratified standard error. Cost: ``samples`` inputs through the tables plus O(strata).
+    spread; the rest is allocated ∝ weight × pilot standard deviation (Neyman, >= 2 each) and
+    drawn afresh. Estimate = Σ_s w_s · mean_s over the fresh samples only (unbiased given the
+    allocation); spread = sqrt(Σ_s w_s² var_s / n_s), the stratified standard error. Cost: ``samples`` inputs through the tables plus O(strata).
     """
     n, k = tables.n, tables.k
     w = strata_weights(dist, n, k, by_query)
@@ -218,13 +218,15 @@ def stratified(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: n
     s1, s2 = _run_strata(tables, dist, ms, qs, a1, rng, counter)
     mean1 = s1 / a1
     sd = np.sqrt(np.maximum(s2 / a1 - mean1**2, 0.0) * a1 / (a1 - 1))
-    a2 = _allocate(weights, sd + 1e-12, samples - a1.sum(), 0)
+    # The pilot only sets the allocation: reusing its samples in the means would bias them (a
+    # stratum whose pilot missed the rare failures would get few more samples to find them).
+    a2 = _allocate(weights, sd + 1e-12, samples - a1.sum(), 2)
     t1, t2 = _run_strata(tables, dist, ms, qs, a2, rng, counter)
-    cnt = a1 + a2
-    mu = (s1 + t1) / cnt
-    var = np.maximum((s2 + t2) / cnt - mu**2, 0.0) * cnt / (cnt - 1)
+    cnt = a2
+    mu = t1 / cnt
+    var = np.maximum(t2 / cnt - mu**2, 0.0) * cnt / (cnt - 1)
     est = float(weights @ mu)
     se = float(np.sqrt(np.sum(weights**2 * var / cnt)))
     counter.add(6 * n_strata, "combine")
     return Estimate("stratified", est, 0, 0.0, dist, spread=se,
-                    extra={"samples": int(cnt.sum()), "strata": n_strata, "by_query": by_query})
+                    extra={"samples": int(a1.sum() + a2.sum()), "strata": n_strata, "by_query": by_query})
