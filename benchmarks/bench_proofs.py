@@ -21,10 +21,9 @@ from maxk.proofs.registry import prove, strategy_names
 from maxk.sampling import evaluate_sampled
 from maxk.train import trained_model
 
+from _stats import mean_sd
 
-def _ms(xs: list[float], fmt: str) -> str:
-    sd = stats.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{format(stats.mean(xs), fmt)} ± {format(sd, fmt)}"
+
 
 
 def main() -> None:
@@ -55,13 +54,13 @@ def main() -> None:
             secs[s].append(r.seconds)
             line.append(f"{s} {r.bound / ev.accuracy:.4f}")
         print(", ".join(line), flush=True)
-    print(f"\nn=64 k=4 d=32, {args.seeds} seeds, dist={args.dist}: true accuracy {_ms(accs, '.5f')} "
-          f"(exact evaluation {_ms(eval_secs, '.2f')} s)")
+    print(f"\nn=64 k=4 d=32, {args.seeds} seeds, dist={args.dist}: true accuracy {mean_sd(accs, '.5f')} "
+          f"(exact evaluation {mean_sd(eval_secs, '.2f')} s)")
     print(f"{'strategy':22s} {'bound / accuracy':>20s} {'FLOPs':>22s} {'log2 FLOPs':>11s} {'seconds':>16s}")
     for s in names:
         lg = [f.bit_length() - 1 for f in map(int, flops[s])]
-        print(f"{s:22s} {_ms(rel[s], '.4f'):>20s} {_ms(flops[s], '.3g'):>22s} {stats.mean(lg):11.1f} "
-              f"{_ms(secs[s], '.3f'):>16s}")
+        print(f"{s:22s} {mean_sd(rel[s], '.4f'):>20s} {mean_sd(flops[s], '.3g'):>22s} {stats.mean(lg):11.1f} "
+              f"{mean_sd(secs[s], '.3f'):>16s}")
     if "cubic" in names:
         print(f"cubic: paper 0.954 ± 0.008 relative in 38-40 s; goal >= 0.97 in <= 2 s. "
               f"Here {stats.mean(rel['cubic']):.4f} in {stats.mean(secs['cubic']):.2f} s")

@@ -19,10 +19,9 @@ from maxk.proofs.registry import prove
 from maxk.proofs.subcubic import STRATEGIES as SUBCUBIC
 from maxk.train import trained_model
 
+from _stats import mean_sd
 
-def _ms(xs: list[float], fmt: str) -> str:
-    sd = stats.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{format(stats.mean(xs), fmt)} ± {format(sd, fmt)}"
+
 
 
 def main() -> None:
@@ -50,11 +49,11 @@ def main() -> None:
             secs[s].append(r.seconds)
         line = "  ".join(f"{s}={res[s].bound / acc:.3f}" for s in names)
         print(f"seed {seed:2d}  acc {acc:.4f}  {line}", flush=True)
-    print(f"\nn=64 k=4, {args.seeds} seeds, dist={args.dist}; true accuracy {_ms(accs, '.4f')}")
+    print(f"\nn=64 k=4, {args.seeds} seeds, dist={args.dist}; true accuracy {mean_sd(accs, '.4f')}")
     print(f"{'strategy':<21} {'bound / accuracy':>17} {'FLOPs':>21} {'FLOPs / cubic':>17} {'max ratio':>9} {'seconds':>15}")
     for s in names:
-        print(f"{s:<21} {_ms(rel[s], '.3f'):>17} {_ms(flops[s], '.3g'):>21} {_ms(ratio[s], '.4f'):>17} "
-              f"{max(ratio[s]):>9.4f} {_ms(secs[s], '.3f'):>15}")
+        print(f"{s:<21} {mean_sd(rel[s], '.3f'):>17} {mean_sd(flops[s], '.3g'):>21} {mean_sd(ratio[s], '.4f'):>17} "
+              f"{max(ratio[s]):>9.4f} {mean_sd(secs[s], '.3f'):>15}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ import numpy as np
 from ..distributions import check_distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
+from .common import require_single_head
 from .enclose import ETA, EXP_REL, Interval, add, exp, mul_scalar, mul_upper, point, sub, up
 from .lowrank import eqke_meandiff, eqke_svd, matmul_cs, qk_pieces, row_norms_up
 
@@ -80,13 +81,6 @@ __all__ = [
 GUESS_GAP = 3  # first threshold tried is m − GUESS_GAP (only the search order depends on it)
 
 
-def _require(model, strategy: str) -> None:
-    h = model.cfg.n_heads
-    if h != 1:
-        raise MaxkError(
-            f"strategy {strategy!r} supports single-head models only (n_heads = 1); this model has "
-            f"n_heads = {h}. Use --strategy brute for multi-head models."
-        )
 
 
 class SubcubicPieces:
@@ -421,7 +415,7 @@ def subcubic_certified(model, dist: str = "uniform", counter: FlopCounter | None
     EVOU (and O(n²·d) for EUPU if ``direct`` is "full"), O(n²) (O(n²·rank) for "svd") for the
     EQKE enclosure, O(n²·k·log n) for the gap search (twice the work per check with ``split``)."""
     c = counter if counter is not None else FlopCounter()
-    _require(model, strategy)
+    require_single_head(model, strategy)
     n, k = model.cfg.n, model.cfg.k
     check_distribution(dist, n, k)
     pieces = qk_pieces(model, c)
