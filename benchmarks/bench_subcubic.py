@@ -9,7 +9,6 @@ mean ± std over seeds of bound / true accuracy, FLOPs, FLOPs / cubic's FLOPs an
 from __future__ import annotations
 
 import argparse
-import statistics as stats
 
 import torch
 

@@ -16,7 +16,8 @@ from maxk.errors import MaxkError
 from maxk.estimators import binned
 from maxk.estimators.bins import cases, coarse_cases
 from maxk.estimators.registry import ESTIMATORS, estimate
-from maxk.estimators.sampling import sample_given, soft_probs, strata_weights
+from maxk.distributions import sample_given
+from maxk.estimators.sampling import soft_probs, strata_weights
 from maxk.exact import all_sequences, evaluate
 
 from .conftest import random_model

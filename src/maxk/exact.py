@@ -41,7 +41,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .circuits import CircuitTables, circuit_tables
 from .distributions import check_distribution, n_sequences

@@ -20,6 +20,14 @@ from .results import EvalResult
 _BATCH = 1 << 15
 
 
+def proportional_allocation(dist: str, n: int, k: int, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact P[max = m] [n] and sample counts [n] proportional to it, at least two for every max
+    that occurs (zero for one that cannot)."""
+    w = max_weights(dist, n, k)
+    live = np.array([count_with_max(dist, n, k, m) > 0 for m in range(n)])
+    return w, np.where(live, np.maximum(2, np.floor(w * samples)), 0).astype(np.int64)
+
+
 def per_input_metrics(tab: CircuitTables, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(correct, probability of the max, loss) per input for tokens [b, k]; cost O(b·h·k·n)."""
     toks = torch.as_tensor(tokens, dtype=torch.int64)
@@ -48,9 +56,8 @@ def evaluate_sampled(
     if samples < 2 * n:
         raise MaxkError(f"--samples must be at least 2n = {2 * n} (two per stratum)")
     rng = np.random.default_rng(seed)
-    w = max_weights(dist, n, k)
-    live = np.array([count_with_max(dist, n, k, m) > 0 for m in range(n)])
-    alloc = np.where(live, np.maximum(2, np.floor(w * samples)), 0).astype(np.int64)
+    w, alloc = proportional_allocation(dist, n, k, samples)
+    live = alloc > 0
     means = np.zeros((3, n))
     variances = np.zeros((3, n))
     done = 0

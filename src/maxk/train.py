@@ -2,7 +2,9 @@
 last position, biases frozen at zero. Deterministic for a given seed and machine."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -77,11 +79,8 @@ def train(
     return model
 
 
-def cache_dir() -> "Path":
+def cache_dir() -> Path:
     """Where trained models are cached: ``$MAXK_CACHE`` or ``~/.cache/maxk``."""
-    import os
-    from pathlib import Path
-
     return Path(os.environ.get("MAXK_CACHE", Path.home() / ".cache" / "maxk")) / "models"
 
 

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from ..circuits import CircuitTables, circuit_tables
-from ..distributions import count_with_max, max_weights, sample_with_max
+from ..distributions import sample_with_max
 from ..errors import MaxkError
 from ..exact import evaluate
 from ..model import BIAS_NAMES
-from ..sampling import per_input_metrics
+from ..sampling import per_input_metrics, proportional_allocation
 
 NOISED = ("embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V",
           "blocks.0.attn.W_O", "unembed.W_U")
@@ -89,9 +89,8 @@ def truth_sample(dist: str, n: int, k: int, samples: int, seed: int = 0) -> Trut
     """Draw ``samples`` inputs stratified by the max (allocation ∝ exact weight, ≥ 2 per non-empty
     stratum). Cost O(samples·n) (the distinct sampler sorts n keys per input)."""
     rng = np.random.default_rng(seed)
-    w = max_weights(dist, n, k)
-    live = np.array([count_with_max(dist, n, k, m) > 0 for m in range(n)])
-    alloc = np.where(live, np.maximum(2, np.floor(w * samples)), 0).astype(np.int64)
+    w, alloc = proportional_allocation(dist, n, k, samples)
+    live = alloc > 0
     toks, strat = [], []
     for m in np.nonzero(live)[0]:
         for s0 in range(0, alloc[m], 1 << 16):

@@ -346,7 +346,7 @@ def bin_propagation(tables: CircuitTables, dist: str, n_bins: int, counter: Flop
     T = _query_tables(tables, dist, masses, r_max, counter)
     mass_t = torch.as_tensor(masses)
     U = torch.as_tensor(tables.eupu)
-    EV, PV = torch.as_tensor(tables.evou[0]), torch.as_tensor(tables.pvou[0])
+    EV = torch.as_tensor(tables.evou[0])
     vq_t, epv_t, vtok_t = torch.as_tensor(T.vq), torch.as_tensor(T.epv), torch.as_tensor(T.vtok)
     ep_sum = T.ep.sum(axis=1)  # [q]
     gf = np.einsum("qgi,qi->qg", members, T.ep) / sizes[None, :]  # mean factor of a group [q, g]

@@ -7,12 +7,12 @@ sum, output softmax). ``stratified`` is also the truth source for k >= 6 in the 
 from __future__ import annotations
 
 from fractions import Fraction
-from math import comb
+from math import perm
 
 import numpy as np
 
 from ..circuits import CircuitTables
-from ..distributions import max_weights, n_sequences, sample
+from ..distributions import max_weights, n_sequences, sample, sample_given
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..sampling import per_input_metrics
@@ -60,81 +60,6 @@ def _check_samples(samples, minimum: int) -> int:
     return int(samples)
 
 
-# ---------------------------------------------------------------- conditional samplers
-
-def _distinct_below(m: np.ndarray, count: int, exclude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """For each row, ``count`` distinct values uniformly from [0, m) minus the row's ``exclude``
-    values, in uniformly random order. m: [b]; exclude: [b, e] distinct values < m -> [b, count].
-
-    Selection by rank: draw r uniform in [0, m - e - j), then step r past every already used value
-    at or below it (used values kept sorted), O(b·(count + e)²)."""
-    b = m.shape[0]
-    used = np.sort(exclude, axis=1) if exclude.size else np.zeros((b, 0), dtype=np.int64)
-    e = used.shape[1]
-    out = np.empty((b, count), dtype=np.int64)
-    for j in range(count):
-        r = np.floor(rng.random(b) * (m - e - j)).astype(np.int64)
-        for i in range(used.shape[1]):
-            r += used[:, i] <= r
-        out[:, j] = r
-        used = np.sort(np.concatenate([used, r[:, None]], axis=1), axis=1)
-    return out
-
-
-def _shuffle_rows(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each row of x [b, c] permuted uniformly at random."""
-    if x.shape[1] <= 1:
-        return x
-    return np.take_along_axis(x, rng.random(x.shape).argsort(axis=1), axis=1)
-
-
-def _copies_table(k: int, n: int) -> np.ndarray:
-    """cdf[m, c-1] = P[at most c copies of m | max = m] for k i.i.d. uniform tokens: [n, k]."""
-    w = np.array([[comb(k, c) * float(m) ** (k - c) for c in range(1, k + 1)] for m in range(n)])
-    return np.cumsum(w, axis=1) / w.sum(axis=1, keepdims=True)
-
-
-def _uniform_with_max(m: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """k i.i.d. uniform tokens conditioned on max = m (per row). m: [b] -> [b, k]."""
-    b = m.shape[0]
-    cdf = _copies_table(k, n)[m]  # [b, k]
-    c = 1 + (rng.random(b)[:, None] > cdf).sum(axis=1)
-    c = np.minimum(c, k)
-    is_max = rng.random((b, k)).argsort(axis=1).argsort(axis=1) < c[:, None]
-    low = np.floor(rng.random((b, k)) * m[:, None]).astype(np.int64)
-    return np.where(is_max, m[:, None], low)
-
-
-def sample_given(dist: str, n: int, k: int, m: np.ndarray, q: np.ndarray | None,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Inputs from ``dist`` conditioned per row on max = m[i] (and query x[k-1] = q[i] if given).
-
-    m, q: [b] int -> [b, k] int64. Every (m, q) must have positive probability."""
-    m = np.asarray(m, dtype=np.int64)
-    b = m.shape[0]
-    if q is None:
-        if dist == "uniform":
-            return _uniform_with_max(m, k, n, rng)
-        others = _distinct_below(m, k - 1, np.zeros((b, 0), dtype=np.int64), rng)
-        return _shuffle_rows(np.concatenate([others, m[:, None]], axis=1), rng)
-    q = np.asarray(q, dtype=np.int64)
-    out = np.empty((b, k), dtype=np.int64)
-    out[:, -1] = q
-    top = q == m
-    if k == 1:
-        return out
-    if dist == "uniform":
-        # query is the max: others i.i.d. in [0, m]; else: others have max exactly m
-        out[top, :-1] = np.floor(rng.random((top.sum(), k - 1)) * (m[top, None] + 1)).astype(np.int64)
-        out[~top, :-1] = _uniform_with_max(m[~top], k - 1, n, rng)
-        return out
-    nt = ~top
-    out[top, :-1] = _distinct_below(m[top], k - 1, np.zeros((top.sum(), 0), dtype=np.int64), rng)
-    rest = _distinct_below(m[nt], k - 2, q[nt, None], rng)
-    out[nt, :-1] = _shuffle_rows(np.concatenate([rest, m[nt, None]], axis=1), rng)
-    return out
-
-
 def strata_weights(dist: str, n: int, k: int, by_query: bool) -> np.ndarray:
     """Exact stratum probabilities: [n] P[max = m], or [n, n] P[max = m, query = q] (zero for
     q > m), computed from exact integer counts."""
@@ -146,22 +71,12 @@ def strata_weights(dist: str, n: int, k: int, by_query: bool) -> np.ndarray:
         if dist == "uniform":
             top, below = (m + 1) ** (k - 1), (m + 1) ** (k - 1) - m ** (k - 1)
         else:  # others: k-1 distinct from [0, m) (query is max) / k-2 from [0,m)\{q} plus m, any order
-            top = _falling(m, k - 1)
-            below = (k - 1) * _falling(m - 1, k - 2) if k >= 2 else 0
+            top = perm(m, k - 1)
+            below = (k - 1) * perm(m - 1, k - 2) if k >= 2 and m >= 1 else 0
         w[m, m] = float(Fraction(top, total))
         if m > 0 and k >= 2:
             w[m, :m] = float(Fraction(below, total))
     return w
-
-
-def _falling(a: int, b: int) -> int:
-    """a·(a-1)···(a-b+1), zero if a < b, one if b == 0."""
-    if b < 0 or a < b:
-        return 0
-    out = 1
-    for i in range(b):
-        out *= a - i
-    return out
 
 
 # ---------------------------------------------------------------- stratified sampling

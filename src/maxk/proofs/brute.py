@@ -100,7 +100,7 @@ def _certify_heads(tab: IntervalTables, q: int, toks: np.ndarray, c: FlopCounter
     (float sums widened by 2·gamma_k times the sum of magnitudes), the head's output N/Z is bounded
     by interval division, and the margin's lower bound EUPU[q, m] - EUPU[q, o] + sum_h (N_h(m)/Z_h
     - N_h(o)/Z_h) is accumulated rounding down. [B] bool. Cost O(B·h·k·n)."""
-    n, k = tab.n, tab.k
+    k = tab.k
     g2 = 2.0 * gamma(k)
     x = np.c_[toks, np.full(len(toks), q)]  # [B, k]
     rows = np.arange(len(x))
