@@ -291,8 +291,9 @@ def test_direct_path_only_model(dist, n, k):
         assert estimate(tab, method, dist).estimate == pytest.approx(truth, abs=1e-12)
     s = estimate(tab, "stratified", dist, samples=20000, by_query=True)
     assert s.estimate == pytest.approx(truth, abs=1e-12)  # constant within each (max, query) stratum
-    p = estimate(tab, "sampling", dist, samples=20000)
-    assert abs(p.estimate - truth) < 5 * p.spread
+    for method in ("sampling", "systematic"):
+        p = estimate(tab, method, dist, samples=20000)
+        assert abs(p.estimate - truth) < 5 * p.spread
 
 
 @pytest.mark.parametrize("dist", DISTS)
@@ -308,7 +309,7 @@ def test_attend_to_max_model(dist):
     assert evaluate(tab, dist).soft_accuracy == pytest.approx(truth, abs=1e-12)
     for method in DETERMINISTIC:
         assert estimate(tab, method, dist).estimate == pytest.approx(truth, abs=1e-12)
-    for method in ("sampling", "stratified"):
+    for method in ("sampling", "stratified", "systematic"):
         e = estimate(tab, method, dist, samples=2000)
         assert e.estimate == pytest.approx(truth, abs=1e-12) and e.spread < 1e-6  # rounding only
 
@@ -375,7 +376,7 @@ def test_bins_rejects_multi_head_and_bad_options():
 # ---------------------------------------------------------------- registry
 
 def test_registry_contract():
-    for name in ("sampling", "stratified", "mean", "bins"):
+    for name in ("sampling", "stratified", "systematic", "mean", "bins", "cumulant"):
         assert name in ESTIMATORS
     tab = circuit_tables(random_model(n=6, k=3))
     with pytest.raises(MaxkError, match="unknown estimator"):

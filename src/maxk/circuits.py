@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import ModelConfig
 
@@ -53,7 +54,8 @@ class CircuitTables:
         out = torch.as_tensor(self.eupu)[q].clone()
         for h in range(self.n_heads):
             att = torch.softmax(eqke[h][q[:, None], tokens] + eqkp[h][q], dim=-1)  # [b, k]
-            out += torch.einsum("bk,bkn->bn", att, evou[h][tokens]) + att @ pvou[h]
+            # Σ_i att_i·EVOU[x_i] without materialising the [b, k, n] gather
+            out += F.embedding_bag(tokens, evou[h], per_sample_weights=att, mode="sum") + att @ pvou[h]
         return out
 
     def logits(self, tokens: np.ndarray) -> np.ndarray:

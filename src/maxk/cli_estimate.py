@@ -8,18 +8,20 @@ from .distributions import DISTRIBUTIONS
 from .errors import MaxkError
 
 # CLI option -> estimator keyword
-_OPTIONS = {"--bins": "n_bins", "--samples": "samples"}
+_OPTIONS = {"--bins": "n_bins", "--samples": "samples", "--levels": "levels"}
 
 
 @main.command("estimate")
 @click.argument("model")
-@click.option("--method", required=True, help="estimator: sampling, stratified, mean, bins, cumulant")
+@click.option("--method", required=True, help="estimator: sampling, stratified, systematic, mean, bins, cumulant")
 @click.option("--dist", default="uniform", show_default=True, help=f"input distribution: {', '.join(DISTRIBUTIONS)}")
 @click.option("--bins", "n_bins", type=int, default=None, help="number of bins (method bins)")
 @click.option("--samples", type=int, default=None, help="number of sampled inputs (sampling methods)")
+@click.option("--levels", type=int, default=None, help="values down the hierarchy that the systematic "
+              "design stratifies on (method systematic)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (sampling methods)")
 @click.option("--json", "as_json", is_flag=True, help="print method, estimate, flops, seconds (and spread) as JSON")
-def estimate_cmd(model, method, dist, n_bins, samples, seed, as_json):
+def estimate_cmd(model, method, dist, n_bins, samples, levels, seed, as_json):
     """Estimate MODEL's expected soft accuracy from its weights with one method.
 
     MODEL is a maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default'.
@@ -29,7 +31,8 @@ def estimate_cmd(model, method, dist, n_bins, samples, seed, as_json):
 
     if method not in ESTIMATORS:
         raise MaxkError(f"unknown method {method!r}: choose one of {', '.join(sorted(ESTIMATORS))}")
-    given = {flag: v for flag, v in (("--bins", n_bins), ("--samples", samples)) if v is not None}
+    given = {flag: v for flag, v in (("--bins", n_bins), ("--samples", samples), ("--levels", levels))
+             if v is not None}
     for flag in given:
         if _OPTIONS[flag] not in options_of(method):
             raise MaxkError(f"option {flag} does not apply to method {method!r}")

@@ -30,10 +30,10 @@ def _k10_base(path: str | None, log):
               help="models per family")
 @click.option("--k", "ks", type=click.Choice(["10", "4"]), multiple=True, default=("10", "4"), show_default=True,
               help="families to run (repeatable)")
-@click.option("--truth-samples", type=click.IntRange(1000, 10**9), default=1_000_000, show_default=True,
+@click.option("--truth-samples", type=click.IntRange(1000, 10**9), default=4_000_000, show_default=True,
               help="stratified samples per model for the k=10 truth")
-@click.option("--methods", default=None, help="comma-separated estimator names [default: cumulant,bins,mean,"
-              "stratified,sampling; with --quick: cumulant,stratified,sampling]")
+@click.option("--methods", default=None, help="comma-separated estimator names [default: systematic,cumulant,bins,"
+              "mean,stratified,sampling; with --quick: systematic,cumulant,stratified,sampling]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the results JSON here")
 @click.option("--quick", is_flag=True, help="smoke run: 2 models per family, 20000 truth samples, cheap methods "
@@ -52,7 +52,7 @@ def estimate_bench(base_path, base4_path, models, ks, truth_samples, methods, se
     console = Console(stderr=True)
     log = (lambda s: console.print(s)) if not as_json else (lambda s: None)
     if methods is None:
-        methods = "cumulant,stratified,sampling" if quick else ",".join(bench.DEFAULT_METHODS)
+        methods = "systematic,cumulant,stratified,sampling" if quick else ",".join(bench.DEFAULT_METHODS)
     meths = bench.check_methods([m.strip() for m in methods.split(",") if m.strip()])
     if not meths:
         raise MaxkError("--methods names no estimator")
@@ -60,6 +60,8 @@ def estimate_bench(base_path, base4_path, models, ks, truth_samples, methods, se
         models, truth_samples = min(models, 2), min(truth_samples, 20_000)
     options = {"sampling": {"samples": 2000 if quick else 10_000},
                "stratified": {"samples": 2000 if quick else 10_000}}
+    if quick:
+        options["systematic"] = {"samples": 2000}
     if quick:
         options["cumulant"] = {"max_heavy": 0}
     t0 = time.perf_counter()

@@ -46,7 +46,7 @@ def run_demo(out_dir: str | Path) -> None:
     for col in ("method", "estimate", "error", "FLOPs", "seconds"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for method, opts in (("mean", {}), ("bins", {}), ("cumulant", {}), ("sampling", {"samples": 10_000}),
-                         ("stratified", {"samples": 10_000})):
+                         ("stratified", {"samples": 10_000}), ("systematic", {"samples": 10_000})):
         e = estimate(model, method, "uniform", **opts)
         table.add_row(method + (" (10^4 samples)" if opts else ""), f"{e.estimate:.6f}",
                       f"{e.estimate - truth:+.2e}", f"{e.flops:.3g}", f"{e.seconds:.2f}")

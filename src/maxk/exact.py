@@ -36,7 +36,6 @@ import copy
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -46,6 +45,7 @@ from .circuits import CircuitTables, circuit_tables
 from .distributions import check_distribution, n_sequences
 from .errors import MaxkError
 from .results import EvalResult
+from .torch_threads import single_threaded
 
 EXHAUSTIVE_LIMIT = 4 * 10**9  # sequences; beyond this, use sampling
 _INDEX_BYTES = 1 << 29  # bound on group A's index arrays, which grow as n^(k-2)
@@ -342,17 +342,6 @@ def _exact_rows(plan: _Plan, ma, mb, lam, label, rows):
     return torch.cat(zs), torch.cat(goods)
 
 
-@contextmanager
-def _single_threaded_torch():
-    """Run torch operations single-threaded in every thread for the duration (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield before
-    finally:
-        torch.set_num_threads(before)
-
-
 def evaluate(
     model_or_tables,
     dist: str = "uniform",
@@ -398,7 +387,7 @@ def evaluate(
     plan = _Plan(tab, dist, dtype, dev)
     results: list = [None] * n
     if dev.type == "cpu" and torch.get_num_threads() > 1 and n > 1:
-        with _single_threaded_torch() as workers, ThreadPoolExecutor(workers) as pool:
+        with single_threaded() as workers, ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(_inference, plan, q) for q in range(n)]
             try:
                 for q, fut in enumerate(futures):

@@ -16,6 +16,7 @@ from .circuits import CircuitTables, circuit_tables
 from .distributions import check_distribution, count_with_max, max_weights, n_sequences, sample_with_max
 from .errors import MaxkError
 from .results import EvalResult
+from .torch_threads import single_threaded
 
 _BATCH = 1 << 15
 
@@ -29,13 +30,15 @@ def proportional_allocation(dist: str, n: int, k: int, samples: int) -> tuple[np
 
 
 def per_input_metrics(tab: CircuitTables, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(correct, probability of the max, loss) per input for tokens [b, k]; cost O(b·h·k·n)."""
+    """(correct, probability of the max, loss) per input for tokens [b, k]; cost O(b·h·k·n).
+    Single-threaded: callers pass chunks of ~10^4 inputs, too small to split."""
     toks = torch.as_tensor(tokens, dtype=torch.int64)
-    logits = tab.logits_torch(toks)
-    label = toks.max(dim=1).values
-    lm = logits.gather(1, label[:, None]).squeeze(1)
-    other = logits.scatter(1, label[:, None], float("-inf")).amax(1)
-    loss = torch.logsumexp(logits, 1) - lm
+    with single_threaded():
+        logits = tab.logits_torch(toks)
+        label = toks.max(dim=1).values
+        lm = logits.gather(1, label[:, None]).squeeze(1)
+        other = logits.scatter(1, label[:, None], float("-inf")).amax(1)
+        loss = torch.logsumexp(logits, 1) - lm
     return (other < lm).numpy(), torch.exp(-loss).numpy(), loss.numpy()
 
 

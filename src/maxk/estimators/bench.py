@@ -47,7 +47,7 @@ NOISED = ("embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.W_
 # accuracy spans about 0.6–0.99: see docs/estimators.md, "Evaluation protocol".
 SIGMAS = {"k10": (0.08, 0.6), "k4": (0.1, 0.6)}
 
-DEFAULT_METHODS = ("cumulant", "bins", "mean", "stratified", "sampling")
+DEFAULT_METHODS = ("systematic", "cumulant", "bins", "mean", "stratified", "sampling")
 
 
 def noised_model(base, sigma: float, seed: int):
@@ -100,7 +100,7 @@ def truth_sample(dist: str, n: int, k: int, samples: int, seed: int = 0) -> Trut
     return TruthSample(np.concatenate(toks), np.concatenate(strat), w, alloc)
 
 
-def soft_probs_fast(tab: CircuitTables, tokens: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def soft_probs_fast(tab: CircuitTables, tokens: np.ndarray, chunk: int = 1 << 13) -> np.ndarray:
     """Probability on the right answer for each input [N, k] through the circuit tables, in
     chunks of ``chunk`` inputs. Cost per input O(h·k·n + n)."""
     out = np.empty(len(tokens))

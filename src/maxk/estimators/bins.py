@@ -28,7 +28,6 @@ O(n²·k·b² log b) for their sums, O(cases·b·n) for the logits.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from math import comb
 
@@ -40,6 +39,7 @@ from ..circuits import CircuitTables
 from ..distributions import max_weights
 from ..errors import MaxkError
 from ..flops import FlopCounter
+from ..torch_threads import single_threaded
 from . import binned
 from .base import Estimate
 
@@ -297,18 +297,6 @@ def auto_gap(k: int) -> int:
     return 16 if k <= 5 else 6
 
 
-@contextmanager
-def _one_thread():
-    """Run torch single-threaded: the per-case blocks are small, and intra-op threads cost more
-    than they save (measured ~10x slower with 2 threads on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def bin_propagation(tables: CircuitTables, dist: str, n_bins: int, counter: FlopCounter,
                     tol: float = 1e-4, gap: int | None = None, positions: int = 4,
                     return_cases: bool = False, profile: str = "tail"):
@@ -409,7 +397,7 @@ def bins(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.rand
          positions: int = DEFAULTS["positions"], profile: str = DEFAULTS["profile"]) -> Estimate:
     """Bin propagation with ``n_bins`` bins (see ``bin_propagation`` for the options).
     Deterministic (``rng`` unused). Cost O(n⁴ + n²·k·b² log b + cases·b·n)."""
-    with _one_thread():
+    with single_threaded():
         est, per_max = bin_propagation(tables, dist, n_bins, counter, tol, gap, positions, profile=profile)
     used_gap = auto_gap(tables.k) if gap is None else gap
     return Estimate("bins", est, 0, 0.0, dist, extra={
@@ -422,7 +410,7 @@ def mean(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.rand
          positions: int = DEFAULTS["positions"]) -> Estimate:
     """Mean propagation: bin propagation with one bin (the low tokens' weight sum replaced by its
     mean); the same conditioning as ``bins``. Cost O(n⁴ + cases·n)."""
-    with _one_thread():
+    with single_threaded():
         est, per_max = bin_propagation(tables, dist, 1, counter, tol, gap, positions)
     used_gap = auto_gap(tables.k) if gap is None else gap
     return Estimate("mean", est, 0, 0.0, dist, extra={

@@ -25,12 +25,14 @@ from ..flops import FlopCounter
 from .base import Estimate
 from .bins import bins, mean
 from .sampling import sampling, stratified
+from .systematic import systematic
 
 EstimatorFn = Callable[..., "float | Estimate"]
 
 ESTIMATORS: dict[str, EstimatorFn] = {
     "sampling": sampling,
     "stratified": stratified,
+    "systematic": systematic,
     "mean": mean,
     "bins": bins,
 }

@@ -1,0 +1,204 @@
+"""Systematic sampling over the order-statistic hierarchy of an input.
+
+What decides whether the model gets an input right is, in order of weight: the max m, where it
+sits, the second-largest token t2 (the competitor for attention and for the output) and where it
+sits, then the next tokens down, then the query. ``ordered_inputs`` maps a number u ∈ [0, 1) to an
+input by inverse-CDF steps down that hierarchy — u picks the max (and, under ``uniform``, its
+number of copies and their positions), the leftover fraction of u picks the next value down, and
+so on for ``levels`` values; the query's value and the remaining low tokens are then drawn at
+random from their exact conditional law. Every step uses exact conditional probabilities, so a
+uniform u gives an input with exactly the distribution's law.
+
+``systematic`` evaluates N inputs at u_i = (i + U)/N with one uniform U: every u_i is uniform,
+so the mean of the probabilities on the right answer is unbiased; and the u_i are spread evenly,
+so every cell of the hierarchy (max, its positions, t2, its positions, ...) gets its share of
+inputs to within one — proportional stratification over as many cells as N can resolve, without
+enumerating them. Measured on the noised k = 10 family this cuts the variance of plain Monte Carlo
+with the same number of inputs by 10–50× (docs/estimators.md).
+"""
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+from scipy.special import gammaln
+
+from ..circuits import CircuitTables
+from ..distributions import _distinct_below
+from ..errors import MaxkError
+from ..flops import FlopCounter
+from .base import Estimate
+from .sampling import _check_samples, soft_probs
+
+_CHUNK = 1 << 13
+_MAX_SUBSETS = 4096  # position subsets enumerated for u; beyond this they are drawn at random
+_ONE_MINUS = float(np.nextafter(1.0, 0.0))
+
+
+def _top_cdf(dist: str, r: np.ndarray, A: np.ndarray, n: int) -> np.ndarray:
+    """Cumulative law of the largest of r remaining tokens, all below A: [U, n] (column t).
+
+    distinct: r distinct values from [0, A), P[max = t] = C(t, r-1)/C(A, r);
+    uniform: r i.i.d. uniform values on [0, A), P[max = t] = ((t+1)^r - t^r)/A^r."""
+    t = np.arange(n, dtype=np.float64)[None, :]
+    r_ = r.astype(np.float64)[:, None]
+    A_ = A.astype(np.float64)[:, None]
+    if dist == "distinct":
+        ok = (t >= r_ - 1) & (t < A_)
+        logp = (gammaln(t + 1) - gammaln(r_) - gammaln(np.maximum(t - r_ + 2, 1))
+                - (gammaln(A_ + 1) - gammaln(r_ + 1) - gammaln(np.maximum(A_ - r_ + 1, 1))))
+        p = np.where(ok, np.exp(np.where(ok, logp, 0.0)), 0.0)
+    else:
+        ok = t < A_
+        hi = np.power(np.minimum(t + 1, A_) / np.maximum(A_, 1), r_)
+        lo = np.power(np.minimum(t, A_) / np.maximum(A_, 1), r_)
+        p = np.where(ok, hi - lo, 0.0)
+    return _normalised_cdf(p)
+
+
+def _copies_cdf(r: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
+    """uniform: cumulative law of the number of copies c = 1..r of the largest value t among r
+    i.i.d. tokens below t+1, P[c] ∝ C(r, c)·t^(r-c): [U, k] (column c-1)."""
+    c = np.arange(1, k + 1, dtype=np.float64)[None, :]
+    r_ = r.astype(np.float64)[:, None]
+    t_ = t.astype(np.float64)[:, None]
+    logc = gammaln(r_ + 1) - gammaln(c + 1) - gammaln(np.maximum(r_ - c + 1, 1))
+    logfrac = np.log(np.maximum(t_, 1.0) / (t_ + 1.0))  # t = 0 only allows c = r
+    logf = np.where(r_ - c > 0, np.where(t_ > 0, (r_ - c) * logfrac, -np.inf), 0.0)
+    p = np.where(c <= r_, np.exp(logc + logf - c * np.log(t_ + 1.0)), 0.0)
+    return _normalised_cdf(p)
+
+
+def _normalised_cdf(p: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(p, axis=1)
+    cdf /= cdf[:, -1:]
+    cdf[:, -1] = 1.0
+    return cdf
+
+
+def _invert(cdf: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cell i with cdf[i-1] <= u < cdf[i] per row, and the leftover (u - cdf[i-1])/p_i in [0, 1)."""
+    idx = np.minimum((u[:, None] >= cdf).sum(axis=1), cdf.shape[1] - 1)
+    rows = np.arange(len(u))
+    lo = np.where(idx > 0, cdf[rows, np.maximum(idx - 1, 0)], 0.0)
+    hi = cdf[rows, idx]
+    return idx, np.clip((u - lo) / np.maximum(hi - lo, 1e-300), 0.0, _ONE_MINUS)
+
+
+def _rows_for(a: np.ndarray, b: np.ndarray, build) -> np.ndarray:
+    """build(a', b') evaluated once per distinct pair (a, b) of non-negative ints, gathered back
+    per input."""
+    key = a * (int(b.max()) + 1) + b
+    uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return build(a[first], b[first])[inv.reshape(-1)]
+
+
+def _free_positions(free: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Positions of the free slots ``slots`` [b, c] (0 = first free position from the left) in
+    the rows of ``free`` [b, k] -> [b, c]."""
+    rank = np.cumsum(free, axis=1) - 1  # rank among free positions, valid where free
+    hit = free[:, :, None] & (rank[:, :, None] == slots[:, None, :])
+    return hit.argmax(axis=1)
+
+
+def _subset_table(r: int, c: int) -> np.ndarray:
+    """All c-subsets of range(r) in lexicographic order: [C(r, c), c]."""
+    from itertools import combinations
+
+    return np.array(list(combinations(range(r), c)), dtype=np.int64).reshape(-1, c)
+
+
+def ordered_inputs(dist: str, n: int, k: int, u: np.ndarray, levels: int, rng: np.random.Generator,
+                   counter: FlopCounter | None = None) -> np.ndarray:
+    """Inputs [N, k] from ``dist`` with u [N] in [0, 1) deciding, in this order: the max and its
+    positions (its number of copies first under ``uniform``), then the next ``levels`` - 1 values
+    down with theirs; the query's value (if its position is still free) and the remaining tokens
+    are drawn from ``rng``. Exact: for u uniform the result has the distribution's law.
+    Cost O(N·(levels·(n + k) + k²)), mostly comparisons."""
+    u = np.asarray(u, dtype=np.float64).copy()
+    N = len(u)
+    rows = np.arange(N)
+    x = np.full((N, k), -1, dtype=np.int64)
+    free = np.ones((N, k), dtype=bool)
+    A = np.full(N, n, dtype=np.int64)  # every remaining token is below A
+    r = np.full(N, k, dtype=np.int64)  # number of remaining tokens
+    for _ in range(max(levels, 1)):
+        live = r > 0
+        if not live.any():
+            break
+        L = np.nonzero(live)[0]
+        cdf = _rows_for(r[L], A[L], lambda rr, aa: _top_cdf(dist, rr, aa, n))
+        t, u[L] = _invert(cdf, u[L])
+        if counter is not None:
+            counter.add(len(L) * (n + 4), "draw")
+        if dist == "uniform":
+            ccdf = _rows_for(r[L], t, lambda rr, tt: _copies_cdf(rr, tt, k))
+            c0, u[L] = _invert(ccdf, u[L])
+            c = c0 + 1
+            if counter is not None:
+                counter.add(len(L) * (k + 4), "draw")
+        else:
+            c = np.ones(len(L), dtype=np.int64)
+        # positions: the c-subset of the r free positions (ascending), by u where enumerable
+        rc = r[L] * (k + 1) + c
+        for key in np.unique(rc):
+            rr, cc = divmod(int(key), k + 1)
+            sel = rc == key
+            li = L[sel]
+            size = comb(rr, cc)
+            if size <= _MAX_SUBSETS:
+                j = np.minimum((u[li] * size).astype(np.int64), size - 1)
+                u[li] = np.clip(u[li] * size - j, 0.0, _ONE_MINUS)
+                slots = _subset_table(rr, cc)[j]
+            else:
+                slots = np.sort(rng.random((len(li), rr)).argsort(axis=1)[:, :cc], axis=1)
+            pos = _free_positions(free[li], slots)
+            x[li[:, None], pos] = t[sel][:, None]
+            free[li[:, None], pos] = False
+        A[L] = t
+        r[L] -= c
+    # the query's value (uniform below A: one of r exchangeable tokens), then the rest
+    qf = free[:, k - 1] & (r > 0)
+    q = np.minimum((u * A).astype(np.int64), np.maximum(A - 1, 0))
+    x[qf, k - 1] = q[qf]
+    free[qf, k - 1] = False
+    rest = r - qf
+    for rr in np.unique(rest[rest > 0]):
+        grp = np.nonzero(rest == rr)[0]
+        if dist == "distinct":
+            vals = np.empty((len(grp), rr), dtype=np.int64)
+            withq = qf[grp]
+            for flag in (True, False):
+                g = grp[withq == flag]
+                if len(g):
+                    excl = q[g, None] if flag else np.zeros((len(g), 0), dtype=np.int64)
+                    vals[withq == flag] = _distinct_below(A[g], int(rr), excl, rng)
+        else:
+            vals = np.floor(rng.random((len(grp), rr)) * A[grp, None]).astype(np.int64)
+        x[grp[:, None], _free_positions(free[grp], np.broadcast_to(np.arange(rr), (len(grp), rr)))] = vals
+    return x
+
+
+def systematic(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
+               samples: int = 100_000, levels: int = 3) -> Estimate:
+    """Mean probability on the right answer over ``samples`` inputs ``ordered_inputs(u_i)`` at
+    u_i = (i + U)/N, one uniform U (systematic sampling over the max, the next ``levels`` - 1
+    values down and all their positions). Unbiased. spread = sqrt(Σ_pairs (p_2i - p_2i+1)²)/N,
+    the successive-difference variance estimate of systematic sampling (conservative when
+    neighbouring cells differ). Cost: ``samples`` inputs through the tables, as plain Monte
+    Carlo, plus O(samples·levels·(n + k)) comparisons to place them."""
+    samples = _check_samples(samples, 2)
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise MaxkError(f"levels must be an integer >= 1, got {levels!r}")
+    n, k = tables.n, tables.k
+    start = rng.random()
+    p = np.empty(samples)
+    for s0 in range(0, samples, _CHUNK):
+        u = (np.arange(s0, min(s0 + _CHUNK, samples)) + start) / samples
+        p[s0 : s0 + len(u)] = soft_probs(tables, ordered_inputs(dist, n, k, u, int(levels), rng, counter), counter)
+    half = samples // 2
+    d = p[0 : 2 * half : 2] - p[1 : 2 * half : 2]
+    spread = float(np.sqrt(np.sum(d * d)) / (2 * half))
+    counter.add(2 * samples + 3 * half, "reduce")
+    return Estimate("systematic", float(p.mean()), 0, 0.0, dist, spread=spread,
+                    extra={"samples": samples, "levels": int(levels)})
