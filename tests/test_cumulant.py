@@ -13,6 +13,7 @@ from maxk.errors import MaxkError
 from maxk.estimators.cumulant import Moments, cumulant_propagation, expected_softmax, stratum_moments
 from maxk.estimators.registry import ESTIMATORS, estimate
 from maxk.exact import evaluate
+from maxk.torch_threads import single_threaded
 
 
 def _random_tables(n, k, H=1, seed=0, scale=1.0):
@@ -253,3 +254,148 @@ def test_vectorised_heavy_path_matches_generic(monkeypatch):
         assert fast == pytest.approx(slow, abs=1e-12)
         # and the split matters on this model (the test would catch a path that ignores it)
         assert abs(fast - C.cumulant_propagation(tab, dist, max_heavy=0)["estimate"]) > 1e-4
+
+
+# ---------------------------------------------------------------- linearised logit covariance
+
+
+def _enumerate_stratum(tab, st, s, dist):
+    """All inputs of stratum s (its population drawn into the random positions) as an array."""
+    k = tab.k
+    m, q = st["m"][s], st["q"][s]
+    pos = [i for i in range(k) if st["rest"][s][i]]
+    pop = [t for t in range(m) if t not in st["removed"][s]]
+    draws = itertools.permutations(pop, len(pos)) if dist == "distinct" else itertools.product(pop, repeat=len(pos))
+    xs = []
+    for c in draws:
+        x = np.full(k, -1)
+        x[k - 1] = q
+        x[st["fixm"][s] > 0] = m
+        if "fixh_tok" in st and st["fixh_tok"][s] >= 0:
+            x[st["fixh_pos"][s]] = st["fixh_tok"][s]
+        x[pos] = c
+        xs.append(x)
+    xs = np.array(xs)
+    assert (xs >= 0).all()
+    return xs
+
+
+@pytest.mark.parametrize("dist", ["distinct", "uniform"])
+def test_linearised_logit_covariance_exact_by_enumeration(dist):
+    # δL = Σ_h (N_h − r_h D_h)/μ_Dh is linear in (N, D), so its covariance is exact: the diagonal
+    # var_L and both quadratic forms of the read-out (a = p and a = e_m − p, which share one product)
+    import maxk.estimators.cumulant as C
+    from maxk.flops import FlopCounter
+
+    n, k, H = 7, 4, 2
+    tab = _random_tables(n, k, H=H, seed=11)
+    c = FlopCounter()
+    T = C._Tables(tab, c)
+    st, _ = C._strata(n, k, dist, None)
+    st = C._refine(T, st, dist, 0.3, 2, c)  # includes "heavy token h at J" sub-strata
+    with single_threaded():
+        mom = C._block_moments(T, st, c)
+        mu_L, r = C._logit_mean(T, st, mom, 2, c)
+        var_L, quad2 = C._logit_cov(T, st, mom, r, c)
+        p = np.random.default_rng(12).dirichlet(np.ones(n), size=len(st["m"]))
+        q_a, q_p = quad2(p)
+    beta = np.exp(tab.eqke - tab.eqke.max(2, keepdims=True))
+    alpha = np.exp(tab.eqkp - tab.eqkp.max(2, keepdims=True))
+    worst = 0.0
+    for s in range(len(st["m"])):
+        xs = _enumerate_stratum(tab, st, s, dist)
+        q, m = st["q"][s], st["m"][s]
+        dl = np.zeros((len(xs), n))
+        for h in range(H):
+            wgt = alpha[h, q][None] * beta[h, q][xs]  # [inputs, k]
+            D = wgt.sum(1)
+            N = np.einsum("xi,xio->xo", wgt, tab.evou[h][xs] + tab.pvou[h][None])
+            dl += (N - r[h][s][None] * D[:, None]) / mom["heads"][h]["mu_D"][s]
+        a = -p[s].copy()
+        a[m] += 1.0
+        scale = max(dl.var(0).max(), 1.0)  # relative, or absolute (logit² units) when small
+        errs = [dl.var(0) - var_L[s], (dl @ p[s]).var() - q_p[s], (dl @ a).var() - q_a[s]]
+        worst = max(worst, max(float(np.abs(e).max()) for e in errs) / scale)
+    assert worst < 1e-10
+
+
+# ---------------------------------------------------------------- precision with dominant tokens
+
+
+def _dominant_tables(n=8, k=4, seed=13):
+    """Tokens 2 and 3 out-attend every other token by e^32 (≈ 10^14: β² by 10^28, far beyond float64's
+    relative precision), and position 0 is attended e^-30 less than the others: prefix sums
+    Σ_{t<m} β² minus the removed heavy tokens leave nothing of the rest of the population."""
+    rng = np.random.default_rng(seed)
+    cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=4, d_head=4, n_heads=1)
+    eqke = -32.0 + 0.5 * rng.normal(size=(1, n, n))
+    eqke[:, :, [2, 3]] = 0.0
+    eqkp = rng.normal(size=(1, n, k))
+    eqkp[:, :, 0] -= 30.0
+    return CircuitTables(cfg, eqke, eqkp, 2 * rng.normal(size=(1, n, n)), rng.normal(size=(1, k, n)),
+                         rng.normal(size=(n, n)))
+
+
+@pytest.mark.parametrize("dist", ["distinct", "uniform"])
+def test_population_moments_exact_with_dominant_heavy_tokens(dist, monkeypatch):
+    import maxk.estimators.cumulant as C
+
+    tab = _dominant_tables()
+    beta = np.exp(tab.eqke - tab.eqke.max(2, keepdims=True))
+    alpha = np.exp(tab.eqkp - tab.eqkp.max(2, keepdims=True))
+    scale = 1 + np.abs(tab.evou).max() + np.abs(tab.pvou).max()
+
+    def worst_relative_error():
+        st, heads = stratum_moments(tab, dist, max_heavy=2, tau=0.1)
+        h = heads[0]
+        worst = 0.0
+        for s in range(len(st["m"])):
+            xs = _enumerate_stratum(tab, st, s, dist)
+            q = st["q"][s]
+            w = alpha[0, q][None] * beta[0, q][xs]
+            D = w.sum(1)
+            N = np.einsum("xi,xio->xo", w, tab.evou[0][xs] + tab.pvou[0][None])
+            mu = D.mean()
+            errs = [(D.mean() - h["mu_D"][s]) / mu, (D.var() - h["var_D"][s]) / mu**2,
+                    (N.mean(0) - h["mu_N"][s]) / (mu * scale),
+                    (((N - N.mean(0)) * (D - mu)[:, None]).mean(0) - h["cov_ND"][s]) / (mu**2 * scale),
+                    (N.var(0) - h["var_N"][s]) / (mu * scale) ** 2]
+            worst = max(worst, max(float(np.abs(e).max()) for e in errs))
+        return worst
+
+    assert worst_relative_error() < 1e-9
+    # the direct summation is what makes them exact here: the prefix-sum differences alone fail
+    monkeypatch.setattr(C, "_DIRECT_TOL", np.inf)
+    assert worst_relative_error() > 1e-3
+
+
+def test_vectorised_heavy_path_with_dominant_tokens(monkeypatch):
+    # the heavy sub-strata's light-token means also come from prefix differences; where those lose
+    # precision the vectorised path sums the population directly, as if every pair were summed so
+    import maxk.estimators.cumulant as C
+    from maxk.flops import FlopCounter
+
+    n, k = 10, 4
+    tab = _dominant_tables(n=n, k=k, seed=14)
+    for dist in ("distinct", "uniform"):
+        c = FlopCounter()
+        T = C._Tables(tab, c)
+        st, _ = C._strata(n, k, dist, None)
+        _, aux = C._refine(T, st, dist, 0.1, 3, c, heavy_rows=False)
+        est = {}
+        default = C._DIRECT_TOL
+        for tol in (0.0, default, np.inf):
+            monkeypatch.setattr(C, "_DIRECT_TOL", tol)
+            with single_threaded(), np.errstate(all="ignore"):
+                est[tol] = C._heavy_mean_field(T, st, aux, dist, "gauss", c)[0]
+        assert np.abs(est[default] - est[0.0]).max() < 1e-12
+        assert np.abs(est[np.inf] - est[0.0]).max() > 1e-5  # without it: visibly off
+        monkeypatch.setattr(C, "_DIRECT_TOL", default)
+        # and the whole estimate agrees with the generic path and, roughly, with the truth
+        fast = C.cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
+        monkeypatch.setattr(C, "_GENERIC_HEAVY", True)
+        slow = C.cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
+        monkeypatch.setattr(C, "_GENERIC_HEAVY", False)
+        assert fast == pytest.approx(slow, abs=1e-10)
+        truth = evaluate(tab, dist).soft_accuracy
+        assert abs(fast - truth) < 0.01, (dist, fast, truth)
