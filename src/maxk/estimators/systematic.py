@@ -85,12 +85,15 @@ def _invert(cdf: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, np.clip((u - lo) / np.maximum(hi - lo, 1e-300), 0.0, _ONE_MINUS)
 
 
-def _rows_for(a: np.ndarray, b: np.ndarray, build) -> np.ndarray:
+def _rows_for(a: np.ndarray, b: np.ndarray, build, counter: FlopCounter | None) -> np.ndarray:
     """build(a', b') evaluated once per distinct pair (a, b) of non-negative ints, gathered back
-    per input."""
+    per input. Building a law's row is counted as 16 FLOPs per entry (log-gammas, exp, cumsum)."""
     key = a * (int(b.max()) + 1) + b
     uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    return build(a[first], b[first])[inv.reshape(-1)]
+    rows = build(a[first], b[first])
+    if counter is not None:
+        counter.add(16 * rows.size, "draw_laws")
+    return rows[inv.reshape(-1)]
 
 
 def _free_positions(free: np.ndarray, slots: np.ndarray) -> np.ndarray:
@@ -117,7 +120,6 @@ def ordered_inputs(dist: str, n: int, k: int, u: np.ndarray, levels: int, rng: n
     Cost O(N·(levels·(n + k) + k²)), mostly comparisons."""
     u = np.asarray(u, dtype=np.float64).copy()
     N = len(u)
-    rows = np.arange(N)
     x = np.full((N, k), -1, dtype=np.int64)
     free = np.ones((N, k), dtype=bool)
     A = np.full(N, n, dtype=np.int64)  # every remaining token is below A
@@ -127,12 +129,12 @@ def ordered_inputs(dist: str, n: int, k: int, u: np.ndarray, levels: int, rng: n
         if not live.any():
             break
         L = np.nonzero(live)[0]
-        cdf = _rows_for(r[L], A[L], lambda rr, aa: _top_cdf(dist, rr, aa, n))
+        cdf = _rows_for(r[L], A[L], lambda rr, aa: _top_cdf(dist, rr, aa, n), counter)
         t, u[L] = _invert(cdf, u[L])
         if counter is not None:
             counter.add(len(L) * (n + 4), "draw")
         if dist == "uniform":
-            ccdf = _rows_for(r[L], t, lambda rr, tt: _copies_cdf(rr, tt, k))
+            ccdf = _rows_for(r[L], t, lambda rr, tt: _copies_cdf(rr, tt, k), counter)
             c0, u[L] = _invert(ccdf, u[L])
             c = c0 + 1
             if counter is not None:
