@@ -59,7 +59,7 @@ def test_estimate_bench_quick(tmp_path):
     assert k4["truth"][0] == pytest.approx(evaluate(tab, "uniform").soft_accuracy, abs=1e-9)
     for fam in fams.values():
         assert len(fam["truth"]) == 2
-        for meth in ("cumulant", "stratified", "sampling"):
+        for meth in ("systematic", "cumulant", "stratified", "sampling"):
             s = fam["summary"][meth]
             est = np.array([e["estimate"] for e in fam["estimates"][meth]])
             err = est - np.array(fam["truth"])
@@ -67,6 +67,24 @@ def test_estimate_bench_quick(tmp_path):
             assert s["worst"] == pytest.approx(np.abs(err).max())
             assert s["flops"] > 0 and s["mse_ratio_vs_mc"] > 0
     assert all(se > 0 for se in fams["k10"]["truth_se"])
+
+
+def test_summary_prices_monte_carlo_at_the_method_flops():
+    """MSE ratio = mean over models of Var[p]/⌊FLOPs/f⌋ divided by the method's MSE; the corrected
+    figures subtract the truth's mean squared standard error."""
+    fam = bench.FamilyResult("f", "uniform", 4, [0.1, 0.2], truth=[0.9, 0.8], truth_se=[0.001, 0.003],
+                             var_pop=[0.04, 0.16], truth_samples=10, mc_flops_per_sample=100.0)
+    fam.estimates["m"] = [{"estimate": 0.91, "flops": 10_050, "seconds": 0.5},
+                          {"estimate": 0.77, "flops": 20_000, "seconds": 1.5}]
+    bench.summarize(fam)
+    s = fam.summary["m"]
+    mse = (0.01**2 + 0.03**2) / 2
+    mc = (0.04 / 100 + 0.16 / 200) / 2
+    assert s["mse"] == pytest.approx(mse) and s["mse_ratio_vs_mc"] == pytest.approx(mc / mse)
+    se2 = (0.001**2 + 0.003**2) / 2
+    assert s["mse_ratio_vs_mc_corrected"] == pytest.approx(mc / (mse - se2))
+    assert s["bias"] == pytest.approx(-0.01) and s["worst"] == pytest.approx(0.03)
+    assert s["seconds"] == pytest.approx(1.0) and s["max_seconds"] == pytest.approx(1.5)
 
 
 def test_estimate_bench_rejects_unknown_method():
