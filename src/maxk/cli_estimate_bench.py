@@ -62,7 +62,6 @@ def estimate_bench(base_path, base4_path, models, ks, truth_samples, methods, se
                "stratified": {"samples": 2000 if quick else 10_000}}
     if quick:
         options["systematic"] = {"samples": 2000}
-    if quick:
         options["cumulant"] = {"max_heavy": 0}
     t0 = time.perf_counter()
     fams = []
