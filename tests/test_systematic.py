@@ -112,3 +112,14 @@ def test_cli_systematic(tmp_path):
     assert r.exit_code == 2 and "--levels" in r.output
     r = runner.invoke(main, ["estimate", str(path), "--method", "systematic", "--levels", "0"])
     assert r.exit_code == 2 and "levels" in r.output and "Traceback" not in r.output
+
+
+def test_rounding_never_selects_an_impossible_value():
+    """u just below 1 must pick the largest possible value, never a zero-probability cell."""
+    rng = np.random.default_rng(0)
+    u = np.full(64, float(np.nextafter(1.0, 0.0)))
+    for dist in ("distinct", "uniform"):
+        x = ordered_inputs(dist, 50, 6, u, 6, rng)
+        assert (x.max(axis=1) == 49).all() and (x >= 0).all()
+        if dist == "distinct":
+            assert all(len(set(row)) == 6 for row in x.tolist())

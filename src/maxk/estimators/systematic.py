@@ -6,8 +6,8 @@ sits, then the next tokens down, then the query. ``ordered_inputs`` maps a numbe
 input by inverse-CDF steps down that hierarchy — u picks the max (and, under ``uniform``, its
 number of copies and their positions), the leftover fraction of u picks the next value down, and
 so on for ``levels`` values; the query's value and the remaining low tokens are then drawn at
-random from their exact conditional law. Every step uses exact conditional probabilities, so a
-uniform u gives an input with exactly the distribution's law.
+random from their exact conditional law. Every step uses exact conditional probabilities (up to
+the rounding of their CDFs, ~1e-13), so a uniform u gives an input with the distribution's law.
 
 ``systematic`` evaluates N inputs at u_i = (i + U)/N with one uniform U: every u_i is uniform,
 so the mean of the probabilities on the right answer is unbiased; and the u_i are spread evenly,
@@ -70,9 +70,12 @@ def _copies_cdf(r: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
 
 
 def _normalised_cdf(p: np.ndarray) -> np.ndarray:
+    """Row-wise CDF of the weights p [U, K], exactly 1 from each row's last positive weight on
+    (so rounding can never select a cell of zero probability)."""
     cdf = np.cumsum(p, axis=1)
     cdf /= cdf[:, -1:]
-    cdf[:, -1] = 1.0
+    last = p.shape[1] - 1 - np.argmax(p[:, ::-1] > 0, axis=1)
+    cdf[np.arange(p.shape[1])[None, :] >= last[:, None]] = 1.0
     return cdf
 
 
