@@ -125,23 +125,11 @@ def test_stratum_moments_exact_by_enumeration(dist, max_heavy):
     h = heads[0]
     worst = 0.0
     for s in range(len(st["m"])):
-        m, q = st["m"][s], st["q"][s]
-        pos = [i for i in range(k) if st["rest"][s][i]]
-        pop = [t for t in range(m) if t not in st["removed"][s]]
-        draws = itertools.permutations(pop, len(pos)) if dist == "distinct" else itertools.product(pop, repeat=len(pos))
-        D, N = [], []
-        for c in draws:
-            x = np.full(k, -1)
-            x[k - 1] = q
-            x[st["fixm"][s] > 0] = m
-            if "fixh_tok" in st and st["fixh_tok"][s] >= 0:
-                x[st["fixh_pos"][s]] = st["fixh_tok"][s]
-            x[pos] = c
-            assert (x >= 0).all()
-            w = alpha[0, q] * beta[0, q, x]
-            D.append(w.sum())
-            N.append(w @ (tab.evou[0][x] + tab.pvou[0]))
-        D, N = np.array(D), np.array(N)
+        q = st["q"][s]
+        xs = _enumerate_stratum(tab, st, s, dist)  # [inputs, k]
+        w = alpha[0, q][None, :] * beta[0, q][xs]
+        D = w.sum(1)
+        N = np.einsum("bi,bin->bn", w, tab.evou[0][xs] + tab.pvou[0][None])
         errs = [D.mean() - h["mu_D"][s], D.var() - h["var_D"][s], N.mean(0) - h["mu_N"][s],
                 ((N - N.mean(0)) * (D - D.mean())[:, None]).mean(0) - h["cov_ND"][s], N.var(0) - h["var_N"][s]]
         worst = max(worst, max(float(np.abs(e).max()) for e in errs))

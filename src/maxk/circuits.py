@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import ModelConfig, ShapeOfConfig
 
 
 @dataclass(frozen=True)
-class CircuitTables:
+class CircuitTables(ShapeOfConfig):
     """Float64 tables of a 1-layer attention-only model (h heads, n tokens, k positions).
 
     For one input x (query q = x[k-1]):
@@ -33,18 +33,6 @@ class CircuitTables:
     evou: np.ndarray
     pvou: np.ndarray
     eupu: np.ndarray
-
-    @property
-    def n(self) -> int:
-        return self.cfg.d_vocab
-
-    @property
-    def k(self) -> int:
-        return self.cfg.n_ctx
-
-    @property
-    def n_heads(self) -> int:
-        return self.cfg.n_heads
 
     def logits_torch(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [b, k] int64 -> last-position logits [b, n] (float64 torch). Cost O(b·h·k·n)."""

@@ -94,3 +94,22 @@ class ModelConfig:
         kw.setdefault("n_heads", 1)
         kw.setdefault("n_layers", 1)
         return cls(**kw)
+
+
+class ShapeOfConfig:
+    """n (vocabulary), k (context) and n_heads read off a ``cfg: ModelConfig`` attribute; for the
+    table classes that carry one."""
+
+    cfg: ModelConfig
+
+    @property
+    def n(self) -> int:
+        return self.cfg.d_vocab
+
+    @property
+    def k(self) -> int:
+        return self.cfg.n_ctx
+
+    @property
+    def n_heads(self) -> int:
+        return self.cfg.n_heads

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..circuits import CircuitTables
-from ..config import ModelConfig
+from ..config import ModelConfig, ShapeOfConfig
 from ..errors import MaxkError
 from ..flops import FlopCounter
 
@@ -253,7 +253,7 @@ def attn_scale_interval(cfg: ModelConfig) -> Interval:
 
 
 @dataclass(frozen=True)
-class IntervalTables:
+class IntervalTables(ShapeOfConfig):
     """Entrywise enclosures of the exact circuit tables: ``lo.X <= X <= hi.X`` for X in eqke
     [h, n, n], eqkp [h, n, k], evou [h, n, n], pvou [h, k, n], eupu [n, n]. ``lo`` and ``hi`` are
     ordinary ``CircuitTables`` (so ``lo.logits`` etc. work, as floats)."""
@@ -263,18 +263,6 @@ class IntervalTables:
     hi: CircuitTables
 
     NAMES = ("eqke", "eqkp", "evou", "pvou", "eupu")
-
-    @property
-    def n(self) -> int:
-        return self.cfg.d_vocab
-
-    @property
-    def k(self) -> int:
-        return self.cfg.n_ctx
-
-    @property
-    def n_heads(self) -> int:
-        return self.cfg.n_heads
 
     def interval(self, name: str) -> Interval:
         """The enclosure of one table as an Interval, e.g. ``tab.interval("eqke")``."""
