@@ -13,7 +13,8 @@ from maxk import checkpoint
 from maxk.errors import MaxkError
 from maxk.safe_pickle import UnsafePickleError
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 
 def test_safetensors_roundtrip_with_tl_config_names(tmp_path):

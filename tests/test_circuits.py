@@ -5,7 +5,8 @@ import torch
 from maxk.circuits import circuit_tables
 from maxk.exact import all_sequences
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 
 @pytest.mark.parametrize("heads,biases,k", [(1, False, 3), (1, True, 3), (3, True, 4), (2, True, 1)])

@@ -7,7 +7,8 @@ import pytest
 
 from maxk import checkpoint
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 
 def maxk_cli(*args, cwd=None):

@@ -12,8 +12,8 @@ from maxk.cli import main
 from maxk.exact import evaluate
 from maxk.proofs.registry import STRATEGIES
 
-from .conftest import random_model
-from .test_proofs_soundness import max_like_model
+from .helpers import max_like_model, random_model
+
 
 KEYS = {"strategy", "bound", "certified", "n_sequences", "flops", "seconds", "cost"}
 

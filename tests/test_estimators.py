@@ -20,7 +20,8 @@ from maxk.distributions import sample_given
 from maxk.estimators.sampling import soft_probs, strata_weights
 from maxk.exact import all_sequences, evaluate
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 DISTS = ["uniform", "distinct"]
 

@@ -10,7 +10,8 @@ from maxk.circuits import circuit_tables
 from maxk.errors import MaxkError
 from maxk.exact import evaluate, evaluate_forward
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 
 def _assert_same(res, ref, rel=1e-9):

@@ -15,7 +15,8 @@ from maxk.flops import FlopCounter
 from maxk.model import MaxKTransformer
 from maxk.proofs import enclose as E
 
-from .conftest import random_model
+from .helpers import arb_matrix, arb_tables, random_model
+
 
 ctx.prec = 300
 
@@ -25,41 +26,10 @@ def _inside(lo: float, x: arb, hi: float) -> bool:
     return bool(arb(float(lo)) <= x) and bool(x <= arb(float(hi)))
 
 
-def _mat(a: np.ndarray) -> arb_mat:
-    return arb_mat([[arb(float(v)) for v in row] for row in np.atleast_2d(a)])
-
-
 def _check_table(lo: np.ndarray, hi: np.ndarray, exact: arb_mat) -> None:
     for i in range(exact.nrows()):
         for j in range(exact.ncols()):
             assert _inside(lo[i, j], exact[i, j], hi[i, j]), (i, j, lo[i, j], exact[i, j], hi[i, j])
-
-
-def _arb_tables(model) -> dict[str, list[arb_mat]]:
-    """The circuit tables in arb, straight from DESIGN §2's formulas."""
-    cfg = model.cfg
-    w = {k: v.detach().to(torch.float64).numpy() for k, v in model.named_parameters()}
-    Em, Pm = _mat(w["embed.W_E"]), _mat(w["pos_embed.W_pos"])
-    n, k = cfg.n, cfg.k
-    ones_n = arb_mat([[1] for _ in range(n)])
-    last = _mat(w["pos_embed.W_pos"][k - 1 : k])
-    resq = Em + ones_n * last
-    s = arb(1) / arb(cfg.d_head).sqrt() if cfg.use_attn_scale else arb(1)
-    WU = _mat(w["unembed.W_U"])
-    out: dict[str, list] = {"eqke": [], "eqkp": [], "evou": [], "pvou": []}
-    ones_k = arb_mat([[1] for _ in range(k)])
-    for h in range(cfg.n_heads):
-        WQ, WK, WV, WO = (_mat(w[f"blocks.0.attn.W_{x}"][h]) for x in "QKVO")
-        bQ, bK, bV = (_mat(w[f"blocks.0.attn.b_{x}"][h][None]) for x in "QKV")
-        query = resq * WQ + ones_n * bQ
-        out["eqke"].append((query * (Em * WK).transpose()) * s)
-        out["eqkp"].append((query * (Pm * WK + ones_k * bK).transpose()) * s)
-        ou = WO * WU
-        out["evou"].append((Em * WV + ones_n * bV) * ou)
-        out["pvou"].append(Pm * WV * ou)
-    bO, bU = _mat(w["blocks.0.attn.b_O"][None]), _mat(w["unembed.b_U"][None])
-    out["eupu"] = [resq * WU + ones_n * (bO * WU + bU)]
-    return out
 
 
 @settings(max_examples=12, deadline=None)
@@ -72,7 +42,7 @@ def _arb_tables(model) -> dict[str, list[arb_mat]]:
     use_scale=st.booleans(),
     scale=st.sampled_from([0.0, 1.0, 1e3]),
 )
-def test_enclosure_contains_arb_tables(seed, n, k, heads, d_head, use_scale, scale):
+def test_enclosure_containsarb_tables(seed, n, k, heads, d_head, use_scale, scale):
     cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=3, d_head=d_head, n_heads=heads, use_attn_scale=use_scale)
     m = MaxKTransformer(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -81,7 +51,7 @@ def test_enclosure_contains_arb_tables(seed, n, k, heads, d_head, use_scale, sca
         for p in m.parameters():
             p.add_(torch.randn(p.shape, generator=g) * scale)
     tab = E.enclosed_tables(m)
-    ref = _arb_tables(m)
+    ref = arb_tables(m)
     for name in E.IntervalTables.NAMES:
         lo, hi = getattr(tab.lo, name), getattr(tab.hi, name)
         if name == "eupu":
@@ -174,20 +144,20 @@ def test_matmul_contains_arb(seed, p, mag):
     assert c.by_label["matmul"] >= 3 * 2 * (2 * p - 1)
     # vertices of B's box: lo and hi corners (the product is linear in each entry of B)
     for corner in (b_lo, b_hi, np.where(rng.random((p, 2)) < 0.5, b_lo, b_hi)):
-        _check_table(C.lo, C.hi, _mat(a_mid) * _mat(corner))
+        _check_table(C.lo, C.hi, arb_matrix(a_mid) * arb_matrix(corner))
     # interval-interval product: vertices of A's box too
     A2 = E.Interval(a_mid, np.nextafter(a_mid + np.abs(a_mid) * 1e-3, np.inf))
     C2 = E.matmul(A2, B)
     for ca in (A2.lo, A2.hi):
         for cb in (b_lo, b_hi):
-            _check_table(C2.lo, C2.hi, _mat(ca) * _mat(cb))
+            _check_table(C2.lo, C2.hi, arb_matrix(ca) * arb_matrix(cb))
 
 
 def test_matmul_abs_up_and_sum_lower():
     rng = np.random.default_rng(0)
     a, b = rng.random((4, 30)), rng.random((30, 3))
     up = E.matmul_abs_up(a, b)
-    _check_table(np.zeros_like(up), up, _mat(a) * _mat(b))
+    _check_table(np.zeros_like(up), up, arb_matrix(a) * arb_matrix(b))
     terms = [rng.standard_normal(5) * 10.0**e for e in (0, 8, -8, 3)]
     lo = E.sum_lower(terms)
     for i in range(5):

@@ -23,37 +23,12 @@ from maxk.proofs.cubic import certified_sets, cubic_certified
 from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import STRATEGIES, prove, prove_all
 
-from .conftest import random_model
-from .test_proofs_enclose import _arb_tables
+from .helpers import arb_tables, max_like_model, random_model
+
 
 ctx.prec = 300
 
 
-def max_like_model(n: int, k: int, seed: int, noise: float, sharp: float = 8.0) -> MaxKTransformer:
-    """A hand-built max-of-k model (attention grows with the token, values copy the token onto an
-    arc read by the unembedding) plus Gaussian noise of std ``noise`` on every parameter."""
-    d = 6
-    cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=d, d_head=d)
-    m = MaxKTransformer(cfg)
-    theta = torch.linspace(0, 2.0, n)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        m.embed.W_E[:, 0] = torch.arange(n) / n
-        m.embed.W_E[:, 1] = 1.0
-        m.embed.W_E[:, 2] = torch.cos(theta)
-        m.embed.W_E[:, 3] = torch.sin(theta)
-        a = m.blocks[0].attn
-        a.W_Q[0, 1, 0] = sharp * math.sqrt(d)
-        a.W_K[0, 0, 0] = float(n)
-        a.W_V[0, 2, 1] = 4.0
-        a.W_V[0, 3, 2] = 4.0
-        a.W_O[0, 1, 4] = 1.0
-        a.W_O[0, 2, 5] = 1.0
-        m.unembed.W_U[4] = torch.cos(theta)
-        m.unembed.W_U[5] = torch.sin(theta)
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * noise)
-    return m
 
 
 def _margins(model) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +173,7 @@ def test_mixture_counts_match_enumeration(seed, nq, m, f):
 
 def _arb_correct(model) -> int:
     """Number of correct inputs (uniform) decided in arb from the exact tables."""
-    t = _arb_tables(model)
+    t = arb_tables(model)
     n, k = model.cfg.n, model.cfg.k
     eqke, eqkp, evou, pvou, eupu = t["eqke"][0], t["eqkp"][0], t["evou"][0], t["pvou"][0], t["eupu"][0]
     correct = 0

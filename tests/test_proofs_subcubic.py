@@ -22,7 +22,8 @@ from maxk.proofs import lowrank as L
 from maxk.proofs import subcubic as S
 from maxk.proofs.enclose import Interval, point
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 ctx.prec = 300
 

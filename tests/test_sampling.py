@@ -5,7 +5,8 @@ from maxk.circuits import circuit_tables
 from maxk.exact import evaluate
 from maxk.sampling import evaluate_sampled, per_input_metrics
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 
 @pytest.mark.parametrize("dist", ["uniform", "distinct"])

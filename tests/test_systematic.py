@@ -16,7 +16,8 @@ from maxk.estimators.registry import estimate
 from maxk.estimators.systematic import ordered_inputs
 from maxk.exact import all_sequences, evaluate
 
-from .conftest import random_model
+from .helpers import random_model
+
 
 
 def _support(dist, n, k):
