@@ -15,7 +15,7 @@ import torch
 from maxk.config import ModelConfig
 from maxk.exact import evaluate
 from maxk.proofs.registry import prove
-from maxk.proofs.subcubic import STRATEGIES as SUBCUBIC
+from maxk.proofs.subcubic import SUBCUBIC_VARIANTS
 from maxk.train import trained_model
 
 from _stats import mean_sd
@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = ModelConfig(d_vocab=64, n_ctx=4, d_model=32, d_head=32)
-    names = ["cubic", *SUBCUBIC]
+    names = ["cubic", *(v.name for v in SUBCUBIC_VARIANTS)]
     rel: dict[str, list[float]] = {s: [] for s in names}
     flops: dict[str, list[float]] = {s: [] for s in names}
     ratio: dict[str, list[float]] = {s: [] for s in names}

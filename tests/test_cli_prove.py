@@ -15,7 +15,7 @@ from maxk.proofs.registry import STRATEGIES
 from .helpers import max_like_model, random_model
 
 
-KEYS = {"strategy", "bound", "certified", "n_sequences", "flops", "seconds", "cost"}
+KEYS = {"method", "bound", "certified", "n_sequences", "flops", "seconds", "cost"}
 
 
 @pytest.fixture()
@@ -36,7 +36,7 @@ def test_prove_one_strategy_json(model_file):
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout)
     assert KEYS <= set(obj)
-    assert obj["strategy"] == "cubic" and obj["n_sequences"] == 8**3
+    assert obj["method"] == "cubic" and obj["n_sequences"] == 8**3
     ev = evaluate(model)
     assert 0 < obj["certified"] <= ev.correct
     assert Fraction(obj["bound"]) <= Fraction(obj["certified"], obj["n_sequences"])
@@ -56,10 +56,10 @@ def test_prove_all_json_and_table_and_plot(model_file, tmp_path):
     res = _run("prove", path, "--strategy", "all", "--json")
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert [r["strategy"] for r in rows] == list(STRATEGIES)
+    assert [r["method"] for r in rows] == list(STRATEGIES)
     assert all(KEYS <= set(r) for r in rows)
-    brute = next(r for r in rows if r["strategy"] == "brute")
-    assert all(r["certified"] <= brute["certified"] or r["strategy"] == "brute" for r in rows)
+    brute = next(r for r in rows if r["method"] == "brute")
+    assert all(r["certified"] <= brute["certified"] or r["method"] == "brute" for r in rows)
     png = tmp_path / "sub" / "frontier.png"
     res = _run("prove", path, "--strategy", "all", "--plot", str(png))
     assert res.exit_code == 0, res.output

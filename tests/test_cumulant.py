@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from maxk.circuits import CircuitTables
+from maxk.distributions import DISTINCT, get_distribution
 from maxk.config import ModelConfig
 from maxk.errors import MaxkError
 from maxk.estimators.cumulant import Moments, cumulant_propagation, expected_softmax, stratum_moments
@@ -140,9 +141,7 @@ def test_strata_weights_are_the_distribution():
     for dist in ("distinct", "uniform"):
         st, _ = stratum_moments(_random_tables(6, 3, seed=5), dist)
         w_m = np.bincount(st["m"], weights=st["weight"], minlength=6)
-        from maxk.distributions import max_weights
-
-        assert np.allclose(w_m, max_weights(dist, 6, 3))
+        assert np.allclose(w_m, get_distribution(dist).max_weights(6, 3))
 
 
 # ---------------------------------------------------------------- the estimator
@@ -178,9 +177,7 @@ def test_closed_form_positional_values_distinct():
         for i in range(k):
             lg = g * np.eye(n)[m] + pos[i]
             vals.append(np.exp(lg[m]) / np.exp(lg).sum())
-    from maxk.distributions import max_weights
-
-    w = max_weights("distinct", n, k)[k - 1 :]
+    w = DISTINCT.max_weights(n, k)[k - 1 :]
     closed = float(np.array(vals).reshape(-1, k).mean(1) @ w)
     assert cumulant_propagation(tab, "distinct")["estimate"] == pytest.approx(closed, abs=1e-7)
     assert evaluate(tab, "distinct").soft_accuracy == pytest.approx(closed, abs=1e-7)
@@ -203,9 +200,9 @@ def test_registry_and_options():
     tab = _max_model(12, 3)
     e = estimate(tab, "cumulant", "distinct")
     assert e.method == "cumulant" and e.flops > 0 and e.seconds >= 0
-    assert e.extra["order"] == 2 and "second_order_correction" in e.extra
+    assert e.details["order"] == 2 and "second_order_correction" in e.details
     e1 = estimate(tab, "cumulant", "uniform", order=1)
-    assert e1.extra["second_order_correction"] == 0.0
+    assert e1.details["second_order_correction"] == 0.0
     with pytest.raises(MaxkError):
         estimate(tab, "cumulant", "uniform", readout="nope")
     with pytest.raises(MaxkError):

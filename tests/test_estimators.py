@@ -16,7 +16,7 @@ from maxk.errors import MaxkError
 from maxk.estimators import binned
 from maxk.estimators.bins import cases, coarse_cases
 from maxk.estimators.registry import ESTIMATORS, estimate
-from maxk.distributions import sample_given
+from maxk.distributions import DISTINCT, get_distribution
 from maxk.estimators.sampling import soft_probs, strata_weights
 from maxk.exact import all_sequences, evaluate
 
@@ -220,7 +220,7 @@ def test_conditional_sampler_matches_the_conditional_law(dist):
         support = {tuple(s) for s in seqs[keep]}
         size = 40 * len(support)
         rng = np.random.default_rng(5)
-        x = sample_given(dist, n, k, np.full(size, m), None if cond_q is None else np.full(size, cond_q), rng)
+        x = get_distribution(dist).sample_given(n, k, np.full(size, m), None if cond_q is None else np.full(size, cond_q), rng)
         counts = Counter(map(tuple, x))
         assert set(counts) == support
         expected = size / len(support)  # conditional law is uniform on its support
@@ -327,9 +327,8 @@ def test_attend_to_max_with_positional_values():
     eqkp = rng.normal(size=(n, k))  # positional scores vary, but cannot beat the token gap
     pvou = rng.normal(size=(k, n)) * 2
     tab = _tables(n, k, eqke, eqkp, alpha * np.eye(n), pvou, np.zeros((n, n)))
-    from maxk.distributions import max_weights
 
-    w = max_weights("distinct", n, k)
+    w = DISTINCT.max_weights(n, k)
     truth = 0.0
     for m in range(n):
         for i in range(k):
@@ -361,7 +360,7 @@ def test_bins_near_exact_on_random_models(dist):
         exact = evaluate(tab, dist).soft_accuracy
         e = estimate(tab, "bins", dist, n_bins=6, gap=12, positions=3)
         assert abs(e.estimate - exact) < 0.1 * exact + 0.002
-        assert e.extra["per_max"] and sum(e.extra["per_max"]) == pytest.approx(e.estimate)
+        assert e.details["per_max"] and sum(e.details["per_max"]) == pytest.approx(e.estimate)
 
 
 def test_bins_rejects_multi_head_and_bad_options():

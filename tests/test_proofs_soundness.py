@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from maxk.circuits import circuit_tables
 from maxk.config import ModelConfig
+from maxk.distributions import DISTINCT, UNIFORM
 from maxk.errors import MaxkError
 from maxk.exact import all_sequences, evaluate
 from maxk.flops import FlopCounter
@@ -150,11 +151,10 @@ def test_cubic_certifies_only_correct_inputs(n, k, seed, noise, adv, dist):
 def test_mixture_counts_match_enumeration(seed, nq, m, f):
     """The exact tuple counts of the mixture certificate against plain enumeration."""
     from maxk.proofs.cubic import MIX_BUCKETS as K
-    from maxk.proofs.cubic import _distinct_counts, _ordered_counts
 
     rng = np.random.default_rng(seed)
     bucket = rng.choice([0, 1, 2, 5, 11, K - 1, K], size=(nq, f, m))
-    got = _ordered_counts(bucket, K, FlopCounter())
+    got = UNIFORM.count_bucketed(bucket, K, m, f + 1, FlopCounter())
     for q in range(nq):
         for cc in range(1, f + 1):
             tuples = itertools.product(range(m), repeat=cc)
@@ -162,13 +162,14 @@ def test_mixture_counts_match_enumeration(seed, nq, m, f):
             assert got[q, cc - 1] == want
     nq = m + 1  # distinct: one row per query q <= m
     bucket = rng.choice([0, 1, 3, 9, K - 2, K], size=(nq, f, m))
-    got = _distinct_counts(bucket, m, f + 1, K, FlopCounter())
+    got = DISTINCT.count_bucketed(bucket, K, m, f + 1, FlopCounter())
     for q in range(nq):
         cc = f - 1 if q < m else f
         toks = [t for t in range(m) if t != q]
-        want = sum(1 for sub in itertools.combinations(toks, cc) if sum(bucket[q, cc - 1, t] for t in sub) < K) \
-            if cc >= 1 else 1
-        assert got[q] == want
+        if cc < 1:
+            continue  # no non-max token: not a group of the mixture certificate
+        sets = sum(1 for sub in itertools.combinations(toks, cc) if sum(bucket[q, cc - 1, t] for t in sub) < K)
+        assert got[q, cc - 1] == math.factorial(cc) * sets  # ordered tuples
 
 
 def _arb_correct(model) -> int:
@@ -249,10 +250,10 @@ def test_multi_head_cubic_gets_clear_error_brute_works():
     model = random_model(n=5, k=3, heads=2)
     with pytest.raises(MaxkError, match="single-head"):
         prove(model, "cubic")
-    names = [r.strategy for r in prove_all(model)]  # skips what it cannot do
+    names = [r.method for r in prove_all(model)]  # skips what it cannot do
     assert "brute" in names and "cubic" not in names
     with pytest.raises(MaxkError, match="single-head"):
-        prove_all(model, strategies=["cubic"], skip_unsupported=False)
+        prove_all(model, strategies=["cubic"], skip_refused=False)
 
 
 @pytest.mark.parametrize("heads", [1, 2, 3])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from maxk.circuits import circuit_tables
 from maxk.config import ModelConfig
-from maxk.distributions import n_sequences
+from maxk.distributions import UNIFORM, get_distribution
 from maxk.errors import MaxkError
 from maxk.exact import evaluate
 from maxk.flops import FlopCounter
@@ -192,9 +192,9 @@ def _check_sound(model, dist: str) -> None:
     tab = circuit_tables(model)
     n, k = tab.n, tab.k
     exact = evaluate(tab, dist)
-    for name, fn in S.STRATEGIES.items():
-        c = FlopCounter()
-        cert = fn(model, dist, c)
+    for v in S.SUBCUBIC_VARIANTS:
+        name, c = v.name, FlopCounter()
+        cert = v.run(model, get_distribution(dist), counter=c)
         assert 0 <= cert <= exact.correct, (name, dist, cert, exact.correct)
         assert c.total > 0
     # the claimed set itself: every covered input is correct, and the count formula is exact
@@ -272,9 +272,9 @@ def test_working_model_is_mostly_certified():
     """The bound is not vacuous where it should not be (a test that can fail the other way)."""
     model = _attention_model(10, 3, 0, 0.0)
     acc = evaluate(model, "uniform").accuracy
-    cert = S.STRATEGIES["subcubic"](model, "uniform", FlopCounter())
+    cert = S.subcubic_certified(model, "uniform", FlopCounter())
     assert acc > 0.95
-    assert cert / n_sequences("uniform", 10, 3) > 0.5
+    assert cert / UNIFORM.n_sequences(10, 3) > 0.5
 
 
 @pytest.mark.slow
@@ -313,6 +313,6 @@ def test_counts_match_enumeration_for_every_threshold_table():
 
 def test_multi_head_is_a_clear_error():
     model = random_model(n=5, k=3, d_model=8, d_head=4, heads=2)
-    for fn in S.STRATEGIES.values():
+    for v in S.SUBCUBIC_VARIANTS:
         with pytest.raises(MaxkError, match="single-head"):
-            fn(model, "uniform", FlopCounter())
+            v.run(model, UNIFORM, counter=FlopCounter())

@@ -88,7 +88,7 @@ def test_flops_and_options():
     s = estimate(tab, "systematic", "distinct", samples=1000)
     p = estimate(tab, "sampling", "distinct", samples=1000)
     assert p.flops < s.flops < 1.5 * p.flops  # same inputs through the tables, plus placing them
-    assert s.extra == {"samples": 1000, "levels": 3}
+    assert s.details == {"samples": 1000, "levels": 3}
     with pytest.raises(MaxkError, match="levels"):
         estimate(tab, "systematic", levels=0)
     with pytest.raises(MaxkError, match="samples"):

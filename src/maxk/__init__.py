@@ -6,16 +6,14 @@ Public API (everything the ``maxk`` command does is one of these functions first
 from .checkpoint import default_model_path, load, save
 from .circuits import CircuitTables, circuit_tables
 from .config import ModelConfig
-from .distributions import DISTRIBUTIONS
+from .distributions import DISTINCT, DISTRIBUTIONS, UNIFORM, Distribution, get_distribution, register_distribution
 from .errors import MaxkError
-from .estimators.base import Estimate
 from .estimators.registry import ESTIMATORS, estimate
 from .exact import evaluate, evaluate_forward
 from .model import MaxKTransformer
-from .proofs.base import ProofResult
 from .proofs.enclose import enclosed_tables
 from .proofs.registry import STRATEGIES, prove, prove_all
-from .results import EvalResult
+from .results import Estimate, EvalResult, ProofResult, Result
 from .sampling import evaluate_sampled
 from .train import train, trained_model
 
@@ -31,8 +29,16 @@ __all__ = [
     # the circuit tables every analysis reads
     "CircuitTables",
     "circuit_tables",
-    # evaluation
+    # input distributions: the one kernel of exact counts and laws
     "DISTRIBUTIONS",
+    "DISTINCT",
+    "UNIFORM",
+    "Distribution",
+    "get_distribution",
+    "register_distribution",
+    # result records (frozen; to_dict / Result.from_dict round-trip through JSON)
+    "Result",
+    # evaluation
     "EvalResult",
     "evaluate",
     "evaluate_forward",

@@ -95,13 +95,13 @@ def eval_(model_path, dist, samples, seed, as_json):
     MODEL is a maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default' (the
     shipped model)."""
     from . import checkpoint
-    from .distributions import check_distribution
+    from .distributions import resolve
 
     model = checkpoint.load(model_path)
-    check_distribution(dist, model.cfg.d_vocab, model.cfg.n_ctx)
+    resolve(dist, model.cfg.d_vocab, model.cfg.n_ctx)
     res = _evaluate(model, dist, samples, seed)
     if as_json:
-        echo_json(res.to_dict())
+        echo_json({**res.to_dict(), **({"ci95": res.ci95} if res.ci95 else {})})
     else:
         click.echo(_describe(res))
 

@@ -6,7 +6,7 @@ import click
 from .cli import echo_json, main
 from .distributions import DISTRIBUTIONS
 
-_KEYS = ("strategy", "bound", "certified", "n_sequences", "flops", "seconds", "cost", "dist")
+_KEYS = ("method", "bound", "certified", "n_sequences", "flops", "seconds", "cost", "dist")
 
 
 def _true_accuracy(model, dist: str) -> tuple[float, str]:
@@ -42,7 +42,7 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
     from .proofs.registry import STRATEGIES, prove, prove_all
 
     if list_only:
-        for st in STRATEGIES.values():
+        for _name, st in STRATEGIES.items():
             click.echo(f"{st.name:24s} {st.cost:16s} {st.summary}")
         return
     if model_path is None:
@@ -68,7 +68,7 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
         return
     if strategy != "all":
         r = results[0]
-        click.echo(f"{r.strategy}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
+        click.echo(f"{r.method}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
                    f"{r.flops:.3g} FLOPs, {r.seconds:.2f} s, cost {r.cost}")
     else:
         from rich.console import Console
@@ -79,7 +79,7 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
             table.add_column(col, justify="left" if col in ("strategy", "cost") else "right", no_wrap=col != "cost")
         for r in results:
             cert = f"{r.certified:,}" if r.certified < 10**9 else f"{r.certified:.4g}"
-            table.add_row(r.strategy, f"{r.bound:.6f}", cert, f"{r.flops:.3g}", f"{r.seconds:.2f}", r.cost)
+            table.add_row(r.method, f"{r.bound:.6f}", cert, f"{r.flops:.3g}", f"{r.seconds:.2f}", r.cost)
         console = Console()
         if not console.is_terminal:
             console = Console(width=120)

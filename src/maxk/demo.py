@@ -35,7 +35,7 @@ def run_demo(out_dir: str | Path) -> None:
     for col in ("strategy", "bound", "bound/acc", "FLOPs", "seconds"):
         table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
     for p in proofs:
-        table.add_row(p.strategy, f"{p.bound:.4f}", f"{p.bound / acc:.4f}", f"{p.flops:.3g}", f"{p.seconds:.2f}")
+        table.add_row(p.method, f"{p.bound:.4f}", f"{p.bound / acc:.4f}", f"{p.flops:.3g}", f"{p.seconds:.2f}")
     console.print(table)
     plot = out_dir / "frontier.png"
     plot_frontier(proofs, acc, plot, title="shipped model: proof FLOPs vs bound")

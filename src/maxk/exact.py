@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .circuits import CircuitTables, circuit_tables
-from .distributions import check_distribution, n_sequences
+from .distributions import Distribution, resolve
 from .errors import MaxkError
 from .results import EvalResult
 from .torch_threads import single_threaded
@@ -70,25 +70,6 @@ def _unravel(idx: np.ndarray, n: int, width: int) -> np.ndarray:
         out[:, j] = rest % n
         rest //= n
     return out
-
-
-def _distinct_rows(tok: np.ndarray) -> np.ndarray:
-    """Rows of tok [g, p] whose tokens are pairwise distinct: bool [g]."""
-    if tok.shape[1] < 2:
-        return np.ones(tok.shape[0], dtype=bool)
-    srt = np.sort(tok, axis=1)
-    return (np.diff(srt, axis=1) != 0).all(axis=1)
-
-
-def _token_masks(tok: np.ndarray, n: int) -> np.ndarray:
-    """Bit sets of the tokens of each row of tok [g, p] (distinct tokens): int64 [g, words]."""
-    words = (n + 62) // 63
-    masks = np.zeros((tok.shape[0], words), dtype=np.int64)
-    for p in range(tok.shape[1]):
-        word, bit = np.divmod(tok[:, p], 63)
-        for w in range(words):
-            masks[:, w] |= np.where(word == w, np.left_shift(np.int64(1), bit), 0)
-    return masks
 
 
 class _Tables:
@@ -140,7 +121,7 @@ class _Tables:
 class _Plan:
     """Everything about an evaluation that does not depend on the query token."""
 
-    def __init__(self, tab: CircuitTables, dist: str, dtype: torch.dtype, dev: torch.device):
+    def __init__(self, tab: CircuitTables, dist: Distribution, dtype: torch.dtype, dev: torch.device):
         n, k = tab.n, tab.k
         self.n, self.k, self.H, self.dist, self.dtype, self.dev = n, k, tab.n_heads, dist, dtype, dev
         self.T = _Tables(tab, dev)
@@ -154,16 +135,16 @@ class _Plan:
         self._rows_a = self._rows(self.tok_a_all, None)  # group A's rows do not depend on q
 
     def _rows(self, tok: np.ndarray, q: int | None):
-        """Rows of a group kept by ``dist`` (bool mask, or None for all), their token tuples (query
-        not included), the max token of each (query included) and, for ``distinct``, the bit set
-        of their tokens (torch, on the device)."""
+        """Rows of a group in the distribution's support (bool mask, or None for all), their token
+        tuples (query not included), the max token of each (query included) and the keys that say
+        which rows of the two groups combine (``Distribution.part_keys``; torch, on the device)."""
         full = tok if q is None else np.c_[tok, np.full(len(tok), q)]
-        keep = None
-        if self.dist == "distinct":
-            keep = _distinct_rows(full)
+        keep = self.dist.support_rows(full)
+        if keep is not None:
             tok, full = tok[keep], full[keep]
         top = torch.as_tensor(full.max(axis=1) if full.shape[1] else np.full(len(full), -1), device=self.dev)
-        masks = torch.as_tensor(_token_masks(full, self.n), device=self.dev) if keep is not None else None
+        keys = self.dist.part_keys(full, self.n)
+        masks = torch.as_tensor(keys, device=self.dev) if keys is not None else None
         return keep, tok, top, masks
 
     def group(self, q: int, with_query: bool) -> "_Group":
@@ -225,8 +206,8 @@ def _query_stats(plan: _Plan, q: int) -> tuple[torch.Tensor, torch.Tensor, torch
             good, l_, p, n_band = _block_stats(plan, ma, mb, lam, label, buf, tmp, with_max)
             # direct checks cost more than one more pass once more than a few inputs need them
             with_max = with_max or n_band > _BAND_SHARE * label.numel()
-            if A.masks is not None:  # distinct: no token shared between the groups
-                valid = ((A.masks[i0:i1, None, :] & B.masks[None, j0:j1, :]) == 0).all(-1).view(-1)
+            if A.masks is not None:  # only some rows of the two groups form an input
+                valid = plan.dist.parts_compatible(A.masks[i0:i1], B.masks[j0:j1])
                 good &= valid
                 l_, p = l_.mul_(valid), p.mul_(valid)
             correct += good.sum()
@@ -344,7 +325,7 @@ def _exact_rows(plan: _Plan, ma, mb, lam, label, rows):
 
 def evaluate(
     model_or_tables,
-    dist: str = "uniform",
+    dist: str | Distribution = "uniform",
     *,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
@@ -367,8 +348,8 @@ def evaluate(
     t0 = time.perf_counter()
     cfg = model_or_tables.cfg
     n, k = cfg.d_vocab, cfg.n_ctx
-    check_distribution(dist, n, k)
-    N = n_sequences(dist, n, k)
+    d = resolve(dist, n, k)
+    N = d.n_sequences(n, k)
     if n**k > EXHAUSTIVE_LIMIT:
         raise MaxkError(
             f"exhaustive evaluation needs {n**k:.3g} inputs (limit {EXHAUSTIVE_LIMIT:.0e}); "
@@ -384,7 +365,7 @@ def evaluate(
     if dtype is None:
         dtype = torch.float64 if n ** (k + 1) <= 1 << 24 else torch.float32
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    plan = _Plan(tab, dist, dtype, dev)
+    plan = _Plan(tab, d, dtype, dev)
     results: list = [None] * n
     if dev.type == "cpu" and torch.get_num_threads() > 1 and n > 1:
         with single_threaded() as workers, ThreadPoolExecutor(workers) as pool:
@@ -406,16 +387,8 @@ def evaluate(
     correct = sum(int(c) for c, _, _ in results)  # summed in query order: deterministic
     soft_sum = math.fsum(float(s) for _, s, _ in results)
     loss_sum = math.fsum(float(l_) for _, _, l_ in results)
-    return EvalResult(
-        dist=dist,
-        method="exhaustive",
-        n_sequences=N,
-        correct=correct,
-        accuracy=correct / N,
-        soft_accuracy=soft_sum / N,
-        loss=loss_sum / N,
-        seconds=time.perf_counter() - t0,
-    )
+    return EvalResult(method="exhaustive", dist=d.name, n_sequences=N, seconds=time.perf_counter() - t0,
+                      correct=correct, accuracy=correct / N, soft_accuracy=soft_sum / N, loss=loss_sum / N)
 
 
 def _inference(plan: _Plan, q: int):
@@ -447,15 +420,16 @@ def _accumulate(logits: torch.Tensor, label: torch.Tensor, valid: torch.Tensor |
 
 
 @torch.no_grad()
-def evaluate_forward(model, dist: str = "uniform", *, batch: int = 1 << 16, dtype=torch.float32) -> EvalResult:
+def evaluate_forward(model, dist: str | Distribution = "uniform", *, batch: int = 1 << 16,
+                     dtype: torch.dtype = torch.float32) -> EvalResult:
     """The straightforward way: the model's forward pass on every input, in batches.
 
     Cost: n^k forward passes, O(n^k·(k·d·(d + n) + k²·d)). Used as the reference and the baseline.
     """
     t0 = time.perf_counter()
     n, k = model.cfg.n, model.cfg.k
-    check_distribution(dist, n, k)
-    N = n_sequences(dist, n, k)
+    d = resolve(dist, n, k)
+    N = d.n_sequences(n, k)
     m = copy.deepcopy(model).to(dtype)
     correct, soft_sum, loss_sum = 0, 0.0, 0.0
     for start in range(0, n**k, batch):
@@ -463,12 +437,11 @@ def evaluate_forward(model, dist: str = "uniform", *, batch: int = 1 << 16, dtyp
         toks = torch.as_tensor(toks_np)
         logits = m.last_logits(toks)
         label = toks.max(dim=1).values
-        valid = None
-        if dist == "distinct":
-            srt = np.sort(toks_np, axis=1)
-            valid = torch.as_tensor((np.diff(srt, axis=1) != 0).all(axis=1))
+        support = d.support_rows(toks_np)
+        valid = None if support is None else torch.as_tensor(support)
         c, s, l_ = _accumulate(logits.clone(), label, valid)
         correct += c
         soft_sum += s
         loss_sum += l_
-    return EvalResult(dist, "forward", N, correct, correct / N, soft_sum / N, loss_sum / N, time.perf_counter() - t0)
+    return EvalResult(method="forward", dist=d.name, n_sequences=N, seconds=time.perf_counter() - t0,
+                      correct=correct, accuracy=correct / N, soft_accuracy=soft_sum / N, loss=loss_sum / N)

@@ -1,6 +1,6 @@
 """Stratified sampling of accuracy, soft accuracy and loss where exhaustive work is out of reach.
 
-Strata are the value of the maximum, whose probabilities are exact (``distributions.max_weights``);
+Strata are the value of the maximum, whose probabilities are exact (``Distribution.max_weights``);
 samples are allotted in proportion to them (at least two per non-empty stratum), and each
 figure is reported with a 95% interval from the stratified standard error.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .circuits import CircuitTables, circuit_tables
-from .distributions import check_distribution, count_with_max, max_weights, n_sequences, sample_with_max
+from .distributions import Distribution, resolve
 from .errors import MaxkError
 from .results import EvalResult
 from .torch_threads import single_threaded
@@ -21,11 +21,11 @@ from .torch_threads import single_threaded
 _BATCH = 1 << 15
 
 
-def proportional_allocation(dist: str, n: int, k: int, samples: int) -> tuple[np.ndarray, np.ndarray]:
+def proportional_allocation(dist: Distribution, n: int, k: int, samples: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact P[max = m] [n] and sample counts [n] proportional to it, at least two for every max
     that occurs (zero for one that cannot)."""
-    w = max_weights(dist, n, k)
-    live = np.array([count_with_max(dist, n, k, m) > 0 for m in range(n)])
+    w = dist.max_weights(n, k)
+    live = np.array([dist.count_with_max(n, k, m) > 0 for m in range(n)])
     return w, np.where(live, np.maximum(2, np.floor(w * samples)), 0).astype(np.int64)
 
 
@@ -44,22 +44,22 @@ def per_input_metrics(tab: CircuitTables, tokens: np.ndarray) -> tuple[np.ndarra
 
 def evaluate_sampled(
     model_or_tables,
-    dist: str = "uniform",
+    dist: str | Distribution = "uniform",
     samples: int = 1_000_000,
     *,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Stratified estimate of accuracy, soft accuracy and loss from ``samples`` inputs, with 95%
-    intervals in ``ci95``. Cost O(samples·h·k·n)."""
+    """Stratified estimate of accuracy, soft accuracy and loss from ``samples`` inputs, with each
+    figure's standard error in ``spread`` (95% intervals: ``ci95``). Cost O(samples·h·k·n)."""
     t0 = time.perf_counter()
     tab = model_or_tables if isinstance(model_or_tables, CircuitTables) else circuit_tables(model_or_tables)
     n, k = tab.n, tab.k
-    check_distribution(dist, n, k)
+    d = resolve(dist, n, k)
     if samples < 2 * n:
         raise MaxkError(f"--samples must be at least 2n = {2 * n} (two per stratum)")
     rng = np.random.default_rng(seed)
-    w, alloc = proportional_allocation(dist, n, k, samples)
+    w, alloc = proportional_allocation(d, n, k, samples)
     live = alloc > 0
     means = np.zeros((3, n))
     variances = np.zeros((3, n))
@@ -68,7 +68,7 @@ def evaluate_sampled(
         parts = []
         for start in range(0, alloc[m], _BATCH):
             size = min(_BATCH, alloc[m] - start)
-            toks = sample_with_max(dist, n, k, int(m), size, rng)
+            toks = d.sample_with_max(n, k, int(m), size, rng)
             parts.append(np.stack(per_input_metrics(tab, toks)).astype(np.float64))
             done += size
             if progress is not None:
@@ -79,16 +79,7 @@ def evaluate_sampled(
     est = means @ w
     se = np.sqrt(variances @ (w**2))
     names = ("accuracy", "soft_accuracy", "loss")
-    ci = {nm: [float(e - 1.96 * s), float(e + 1.96 * s)] for nm, e, s in zip(names, est, se)}
-    return EvalResult(
-        dist=dist,
-        method="stratified",
-        n_sequences=n_sequences(dist, n, k),
-        correct=None,
-        accuracy=float(est[0]),
-        soft_accuracy=float(est[1]),
-        loss=float(est[2]),
-        seconds=time.perf_counter() - t0,
-        samples=int(alloc.sum()),
-        ci95=ci,
-    )
+    return EvalResult(method="stratified", dist=d.name, n_sequences=d.n_sequences(n, k),
+                      seconds=time.perf_counter() - t0, options={"samples": samples, "seed": seed},
+                      correct=None, accuracy=float(est[0]), soft_accuracy=float(est[1]), loss=float(est[2]),
+                      samples=int(alloc.sum()), spread={nm: float(v) for nm, v in zip(names, se)})

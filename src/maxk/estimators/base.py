@@ -1,24 +1,16 @@
-"""What every heuristic estimator returns."""
+"""What an estimator function returns to the registry, which builds the ``Estimate`` record."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
 
 
-@dataclass
-class Estimate:
-    """An estimate of expected soft accuracy and what computing it cost.
+@dataclass(frozen=True)
+class EstimateValue:
+    """An estimator's findings: the estimated expected soft accuracy, a predictive standard
+    deviation where the method has one (sampling's standard error, or a propagated variance),
+    and details it reports beside (sample counts, dropped mass, per-stratum parts)."""
 
-    spread: a predictive standard deviation where the method has one (sampling's standard error,
-    or a propagated variance), else None.
-    """
-
-    method: str
     estimate: float
-    flops: int
-    seconds: float
-    dist: str = "uniform"
     spread: float | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    details: dict[str, Any] = field(default_factory=dict)

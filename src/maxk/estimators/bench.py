@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..circuits import CircuitTables, circuit_tables
-from ..distributions import sample_with_max
+from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..exact import evaluate
 from ..model import BIAS_NAMES
@@ -87,17 +87,18 @@ class TruthSample:
     counts: np.ndarray
 
 
-def truth_sample(dist: str, n: int, k: int, samples: int, seed: int = 0) -> TruthSample:
+def truth_sample(dist: str | Distribution, n: int, k: int, samples: int, seed: int = 0) -> TruthSample:
     """Draw ``samples`` inputs stratified by the max (allocation ∝ exact weight, ≥ 2 per non-empty
     stratum). Cost O(samples·n) (the distinct sampler sorts n keys per input)."""
     rng = np.random.default_rng(seed)
+    dist = resolve(dist, n, k)
     w, alloc = proportional_allocation(dist, n, k, samples)
     live = alloc > 0
     toks, strat = [], []
     for m in np.nonzero(live)[0]:
         for s0 in range(0, alloc[m], 1 << 16):
             size = int(min(1 << 16, alloc[m] - s0))
-            toks.append(sample_with_max(dist, n, k, int(m), size, rng).astype(np.int16 if n < 32768 else np.int64))
+            toks.append(dist.sample_with_max(n, k, int(m), size, rng).astype(np.int16 if n < 32768 else np.int64))
             strat.append(np.full(size, m, dtype=np.int64))
     return TruthSample(np.concatenate(toks), np.concatenate(strat), w, alloc)
 

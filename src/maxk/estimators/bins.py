@@ -29,112 +29,27 @@ O(n²·k·b² log b) for their sums, O(cases·b·n) for the logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
 
 import numpy as np
 import torch
-from scipy.special import comb as scipy_comb
 
 from ..circuits import CircuitTables
-from ..distributions import max_weights
+from ..distributions import Distribution, get_distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..torch_threads import single_threaded
 from . import binned
-from .base import Estimate
+from .base import EstimateValue
 
 _CHUNK = 1 << 11  # cases per block in the logit step: [chunk, b, n] float64 stays in cache
 
 
-# ---------------------------------------------------------------- case enumeration
+# ---------------------------------------------------------------- cases
 
-def _cases_distinct(n: int, k: int) -> dict[str, np.ndarray]:
-    """Cases under ``distinct`` with exact probabilities.
-
-    P[max = m] = C(m, k-1)/C(n, k); the query is m with probability 1/k, else each q < m with
-    (k-1)/(k·m). The r non-max, non-query tokens are distinct in [0, m) (minus q), so their largest
-    is t2 with probability C(|[0, t2) minus q|, r-1) / C(|[0, m) minus q|, r); r2 = r - 1 remain."""
-    pm = max_weights("distinct", n, k)
-    out = []
-    # query is the max: r = k-1 others below m
-    r = k - 1
-    m = np.arange(n)
-    if r == 0:
-        out.append((m, m, 0 * m, -1 + 0 * m, 0 * m, 0 * m, pm / k))
-    else:
-        M, T = np.meshgrid(m, m, indexing="ij")
-        prob = (pm / k)[:, None] * _comb(T, r - 1) / np.where(_comb(M, r) > 0, _comb(M, r), 1.0)
-        ok = (T < M) & (prob > 0)
-        out.append((M[ok], M[ok], 0 * M[ok], T[ok], 1 + 0 * M[ok], r - 1 + 0 * M[ok], prob[ok]))
-    # query q < m: m among the others, r = k-2 further tokens distinct in [0, m) minus q
-    if k >= 2:
-        r = k - 2
-        M, Q, T = np.meshgrid(m, m, m if r else np.array([-1]), indexing="ij")
-        pq = (k - 1) / (k * np.maximum(M, 1)) * pm[M]
-        if r == 0:
-            prob = pq
-            ok = (Q < M) & (prob > 0)
-            zero = 0 * M[ok]
-            out.append((M[ok], Q[ok], 1 + zero, T[ok], zero, zero, prob[ok]))
-        else:
-            below = T - (Q < T)
-            pool = _comb(M - 1, r)
-            prob = pq * _comb(below, r - 1) / np.where(pool > 0, pool, 1.0)
-            ok = (Q < M) & (T < M) & (T != Q) & (prob > 0)
-            one = 1 + 0 * M[ok]
-            out.append((M[ok], Q[ok], one, T[ok], one, (r - 1) * one, prob[ok]))
-    return _pack(out)
-
-
-def _cases_uniform(n: int, k: int) -> dict[str, np.ndarray]:
-    """Cases under ``uniform`` with exact probabilities.
-
-    Given (m, q), each of the k-1 other tokens is i.i.d. uniform on [0, m] (q = m) or the others
-    have max m (q < m): c copies of m with weight C(k-1, c)·m^r (r = k-1-c, c >= 1 if q < m), and
-    the r others i.i.d. below m, whose largest t2 has c2 copies with probability
-    C(r, c2)·t2^(r-c2)/m^r, leaving r2 = r - c2 i.i.d. below t2. Per query, P = count / n^k."""
-    nk = float(n) ** k
-    out = []
-    m = np.arange(n)
-    for c in range(k):
-        r = k - 1 - c
-        base = comb(k - 1, c) * m.astype(np.float64) ** r / nk  # [m], per query value
-        if r == 0:
-            sub = [(m, -1 + 0 * m, 0 * m, 0 * m, base)]
-        else:
-            sub = []
-            M, T = np.meshgrid(m, m, indexing="ij")
-            for c2 in range(1, r + 1):
-                pr = base[:, None] * comb(r, c2) * T.astype(np.float64) ** (r - c2) / np.maximum(M, 1.0) ** r
-                ok = (T < M) & (pr > 0)
-                sub.append((M[ok], T[ok], c2 + 0 * M[ok], r - c2 + 0 * M[ok], pr[ok]))
-        for Ms, Ts, C2, R2, pr in sub:
-            # query = max (any c), then every query q < m (c >= 1)
-            out.append((Ms, Ms, c + 0 * Ms, Ts, C2, R2, pr))
-            if c >= 1:
-                reps = Ms  # m choices of q below m
-                qs = np.concatenate([np.arange(v) for v in Ms]) if len(Ms) else Ms
-                rep = lambda a: np.repeat(a, reps)  # noqa: E731
-                out.append((rep(Ms), qs, c + 0 * qs, rep(Ts), rep(C2), rep(R2), rep(pr)))
-    return _pack(out)
-
-
-def _comb(a: np.ndarray, r: int) -> np.ndarray:
-    """C(a, r) elementwise for integer arrays a (0 where a < r), as float64."""
-    return np.asarray(scipy_comb(a, r, exact=False), dtype=np.float64) * (np.asarray(a) >= r)
-
-
-def _pack(parts) -> dict[str, np.ndarray]:
-    names = ("m", "q", "c", "t2", "c2", "r2")
-    out = {name: np.concatenate([np.asarray(p[i], dtype=np.int64) for p in parts]) for i, name in enumerate(names)}
-    out["prob"] = np.concatenate([np.asarray(p[6], dtype=np.float64) for p in parts])
-    return out
-
-
-def cases(dist: str, n: int, k: int) -> dict[str, np.ndarray]:
+def cases(dist: str | Distribution, n: int, k: int) -> dict[str, np.ndarray]:
     """All cases (m, q, c, t2, c2, tl, r2) with exact probabilities summing to 1 (t2 = -1: none;
-    the r2 low tokens lie below tl = t2). O(n³·k²) rows at most under ``uniform``."""
-    cs = _cases_distinct(n, k) if dist == "distinct" else _cases_uniform(n, k)
+    the r2 low tokens lie below tl = t2): ``Distribution.cases``. O(n³·k²) rows at most."""
+    cs = get_distribution(dist).cases(n, k)
     cs["tl"] = np.maximum(cs["t2"], 0)  # the low tokens lie below t2
     return cs
 
@@ -142,10 +57,11 @@ def cases(dist: str, n: int, k: int) -> dict[str, np.ndarray]:
 _CASE_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 
 
-def coarse_cases(dist: str, n: int, k: int, gap: int | None, tol: float) -> dict[str, np.ndarray]:
+def coarse_cases(dist: str | Distribution, n: int, k: int, gap: int | None, tol: float) -> dict[str, np.ndarray]:
     """``cases`` merged below m − gap (None: not merged) and pruned to ``tol``; depends only on
     its arguments, so the last few are cached."""
-    key = (dist, n, k, gap, tol)
+    dist = get_distribution(dist)
+    key = (dist.name, n, k, gap, tol)
     if key not in _CASE_CACHE:
         cs = cases(dist, n, k)
         if gap is not None and gap < n:
@@ -258,7 +174,7 @@ class _Tables:
     vtok: np.ndarray
 
 
-def _query_tables(tab: CircuitTables, dist: str, masses: np.ndarray, r_max: int, counter: FlopCounter) -> _Tables:
+def _query_tables(tab: CircuitTables, dist: Distribution, masses: np.ndarray, r_max: int, counter: FlopCounter) -> _Tables:
     """Build ``_Tables``. Cost O(n⁴) for the mean values, O(n³ log n) to bin the low token factors,
     O(n²·r_max·b² log b) for their sums."""
     n, k = tab.n, tab.k
@@ -271,10 +187,7 @@ def _query_tables(tab: CircuitTables, dist: str, masses: np.ndarray, r_max: int,
     wq = ew[np.arange(n), np.arange(n)] * ep_all[:, k - 1]
     vq = EV + PV[k - 1][None, :]
     counter.add(2 * n * n + 2 * n * k + n * ep.shape[1] * n * 2 + 2 * n * n, "query_tables")
-    t_idx = np.arange(n)
-    member = np.broadcast_to(t_idx[None, None, :] < t_idx[None, :, None], (n, n, n)).copy()  # [q, tl, t]
-    if dist == "distinct":
-        member[np.arange(n), :, np.arange(n)] = False
+    member = dist.low_token_mask(n)  # [q, tl, t]
     num = np.einsum("qlt,qt,to->qlo", member, ew, EV, optimize=True)
     den = np.einsum("qlt,qt->ql", member, ew)
     vtok = num / np.where(den > 0, den, 1.0)[..., None]
@@ -297,7 +210,7 @@ def auto_gap(k: int) -> int:
     return 16 if k <= 5 else 6
 
 
-def bin_propagation(tables: CircuitTables, dist: str, n_bins: int, counter: FlopCounter,
+def bin_propagation(tables: CircuitTables, dist: str | Distribution, n_bins: int, counter: FlopCounter,
                     tol: float = 1e-4, gap: int | None = None, positions: int = 4,
                     return_cases: bool = False, profile: str = "tail"):
     """Estimated expected soft accuracy by bin propagation with ``n_bins`` bins.
@@ -396,26 +309,26 @@ def bin_propagation(tables: CircuitTables, dist: str, n_bins: int, counter: Flop
     return float(per_max.sum()), per_max
 
 
-def bins(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
+def bins(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
          n_bins: int = DEFAULTS["n_bins"], tol: float = DEFAULTS["tol"], gap: int | None = DEFAULTS["gap"],
-         positions: int = DEFAULTS["positions"], profile: str = DEFAULTS["profile"]) -> Estimate:
+         positions: int = DEFAULTS["positions"], profile: str = DEFAULTS["profile"]) -> EstimateValue:
     """Bin propagation with ``n_bins`` bins (see ``bin_propagation`` for the options).
     Deterministic (``rng`` unused). Cost O(n⁴ + n²·k·b² log b + cases·b·n)."""
     with single_threaded():
         est, per_max = bin_propagation(tables, dist, n_bins, counter, tol, gap, positions, profile=profile)
     used_gap = auto_gap(tables.k) if gap is None else gap
-    return Estimate("bins", est, 0, 0.0, dist, extra={
+    return EstimateValue(est, details={
         "n_bins": int(n_bins), "tol": tol, "gap": used_gap, "positions": positions, "profile": profile,
         "per_max": per_max.tolist()})
 
 
-def mean(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
+def mean(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
          tol: float = DEFAULTS["tol"], gap: int | None = DEFAULTS["gap"],
-         positions: int = DEFAULTS["positions"]) -> Estimate:
+         positions: int = DEFAULTS["positions"]) -> EstimateValue:
     """Mean propagation: bin propagation with one bin (the low tokens' weight sum replaced by its
     mean); the same conditioning as ``bins``. Cost O(n⁴ + cases·n)."""
     with single_threaded():
         est, per_max = bin_propagation(tables, dist, 1, counter, tol, gap, positions)
     used_gap = auto_gap(tables.k) if gap is None else gap
-    return Estimate("mean", est, 0, 0.0, dist, extra={
+    return EstimateValue(est, details={
         "n_bins": 1, "tol": tol, "gap": used_gap, "positions": positions, "per_max": per_max.tolist()})

@@ -70,11 +70,11 @@ import torch
 from scipy.sparse import csr_matrix
 
 from ..circuits import CircuitTables
-from ..distributions import check_distribution, max_weights
+from ..distributions import Distribution, get_distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..torch_threads import single_threaded
-from .base import Estimate
+from .base import EstimateValue
 
 READOUTS = ("gauss", "taylor")
 _GH_NODES = 24
@@ -226,71 +226,13 @@ def _readout(mu_L, var_L, m, quad2, readout: str, order: int, counter: FlopCount
 # ---------------------------------------------------------------- strata
 
 
-def _strata(n: int, k: int, dist: str, max_copies: int | None):
-    """Strata as arrays: m, q [S]; fixm [S, k] (non-query positions holding m), rest [S, k]
-    (positions with a random token), size [S] (|S|), gamma [S] (finite-population factor
-    1/(|S|−1) without replacement, 0 for i.i.d.), removed [S, 1] (q, removed from the population
-    under ``distinct``; −1 = none),
-    weight [S] exact probabilities; and the probability mass dropped (uniform, large k)."""
-    last = k - 1
-    eye = np.eye(k)
-    if dist == "distinct":
-        N = perm(n, k)
-        ms = np.arange(max(k - 1, 0), n)
-        # query = max: all k-1 other positions random, population [0, m)
-        top = dict(m=ms, q=ms, fixm=np.zeros((len(ms), k)), rest=np.tile(1.0 - eye[last], (len(ms), 1)),
-                   size=ms.astype(np.float64), removed=np.full((len(ms), 1), -1),
-                   weight=np.array([perm(int(m), k - 1) / N for m in ms]))
-        parts = [top]
-        if k >= 2:
-            mm, qq, pp = [], [], []
-            for m in ms:
-                if perm(int(m) - 1, k - 2) == 0:
-                    continue
-                g_q, g_p = np.meshgrid(np.arange(m), np.arange(last), indexing="ij")
-                mm.append(np.full(g_q.size, m))
-                qq.append(g_q.ravel())
-                pp.append(g_p.ravel())
-            if mm:
-                mm, qq, pp = np.concatenate(mm), np.concatenate(qq), np.concatenate(pp)
-                fix = eye[pp]
-                parts.append(dict(m=mm, q=qq, fixm=fix, rest=1.0 - fix - eye[last][None], size=(mm - 1.0),
-                                  removed=qq[:, None].copy(),
-                                  weight=np.array([perm(max(m - 1, 0), k - 2) / N for m in range(n)])[mm]))
-        st = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        st["gamma"] = 1.0 / np.maximum(st["size"] - 1.0, 1.0)
-        return st, 0.0
-    cmax = last if (max_copies is None and last <= 8) else (2 if max_copies is None else int(max_copies))
-    pats = np.array([P for P in range(1 << last) if bin(P).count("1") <= cmax], dtype=np.int64)
-    bits = ((pats[:, None] >> np.arange(last)[None, :]) & 1).astype(np.float64)  # [n_pat, last]
-    fix_p = np.concatenate([bits, np.zeros((len(pats), 1))], axis=1)
-    rest_p = np.concatenate([1.0 - bits, np.zeros((len(pats), 1))], axis=1)
-    nr = rest_p.sum(axis=1)
-    g_m, g_q, g_p = np.meshgrid(np.arange(n), np.arange(n), np.arange(len(pats)), indexing="ij")
-    g_m, g_q, g_p = g_m.ravel(), g_q.ravel(), g_p.ravel()
-    keep = (g_q <= g_m) & ~((g_q < g_m) & (pats[g_p] == 0))
-    g_m, g_q, g_p = g_m[keep], g_q[keep], g_p[keep]
-    weight = (g_m / n) ** nr[g_p] / float(n) ** (k - nr[g_p])
-    keep = weight > 0
-    g_m, g_q, g_p, weight = g_m[keep], g_q[keep], g_p[keep], weight[keep]
-    pm_true = max_weights("uniform", n, k)
-    cov_m = np.bincount(g_m, weights=weight, minlength=n)
-    dropped = float(max(pm_true.sum() - cov_m.sum(), 0.0))
-    if cmax < last:  # renormalise within each m to the exact P[max = m]
-        weight = weight * (pm_true / np.where(cov_m > 0, cov_m, 1.0))[g_m]
-    st = dict(m=g_m, q=g_q, fixm=fix_p[g_p], rest=rest_p[g_p], size=g_m.astype(np.float64),
-              removed=np.full((len(g_m), 1), -1), weight=weight, gamma=np.zeros(len(g_m)))
-    return st, dropped
+def _strata(n: int, k: int, dist: str | Distribution, max_copies: int | None):
+    """Strata by max, query and the free positions holding the max, with exact weights:
+    ``Distribution.fixed_max_strata``."""
+    return get_distribution(dist).fixed_max_strata(n, k, max_copies)
 
 
-def _comb(a, b):
-    """Binomial coefficients C(a, b) as floats, elementwise (0 where b > a or b < 0)."""
-    from scipy.special import comb
-
-    return comb(a, b, exact=False)
-
-
-def _refine(T: "_Tables", st: dict, dist: str, tau: float, max_heavy: int, counter: FlopCounter,
+def _refine(T: "_Tables", st: dict, dist: str | Distribution, tau: float, max_heavy: int, counter: FlopCounter,
             heavy_rows: bool = True, prune_mass: float = 0.0):
     """Split every stratum on its *heavy* tokens: tokens t of its population whose attention weight
     could rival the fixed tokens', max_h max_i α_hi β_h(t) ≥ tau · D_F,h (at most ``max_heavy``
@@ -306,6 +248,7 @@ def _refine(T: "_Tables", st: dict, dist: str, tau: float, max_heavy: int, count
 
     With ``heavy_rows=False`` only the "none drawn" sub-strata are returned, together with what
     ``_heavy_mean_field`` needs to evaluate the others in one vectorised pass: (st, aux)."""
+    dist = get_distribution(dist)
     q, m, S = st["q"], st["m"], len(st["q"])
     k, n, H = T.k, T.n, T.H
     max_heavy = min(max_heavy, n)  # (there are at most n candidates)
@@ -337,14 +280,9 @@ def _refine(T: "_Tables", st: dict, dist: str, tau: float, max_heavy: int, count
     Rold = st["removed"]
     out = {key: [] for key in ("base", "fixh_tok", "fixh_pos", "removed", "size", "rest", "prob")}
 
-    comb = _comb
-
     # "no heavy token drawn"
     rem0 = np.concatenate([Rold, heavy], axis=1)
-    if dist == "distinct":
-        p0 = comb(s_sz - nh, r) / comb(s_sz, r)
-    else:
-        p0 = ((s_sz - nh) / np.maximum(s_sz, 1.0)) ** r
+    p0 = dist.p_none_drawn(s_sz, nh, r)
     out["base"].append(np.arange(S))
     out["fixh_tok"].append(np.full(S, -1))
     out["fixh_pos"].append(np.zeros(S, dtype=np.int64))
@@ -358,10 +296,7 @@ def _refine(T: "_Tables", st: dict, dist: str, tau: float, max_heavy: int, count
         if not heavy_rows:
             sel = np.nonzero(has)[0]
             rj = r[sel]
-            if dist == "distinct":
-                pj = comb(s_sz[sel] - j, rj - 1) / comb(s_sz[sel], rj)
-            else:
-                pj = rj * (1.0 / s_sz[sel]) * ((s_sz[sel] - j) / s_sz[sel]) ** (rj - 1)
+            pj = dist.p_heaviest_any(s_sz[sel], j, rj)
             tot_heavy[sel] += pj
             continue
         for J in range(k - 1):
@@ -369,10 +304,7 @@ def _refine(T: "_Tables", st: dict, dist: str, tau: float, max_heavy: int, count
             if len(sel) == 0:
                 continue
             rj = r[sel]
-            if dist == "distinct":
-                pj = comb(s_sz[sel] - j, rj - 1) / comb(s_sz[sel], rj) / rj
-            else:
-                pj = (1.0 / s_sz[sel]) * ((s_sz[sel] - j) / s_sz[sel]) ** (rj - 1)
+            pj = dist.p_heaviest_at(s_sz[sel], j, rj)
             rem = np.concatenate([Rold[sel], heavy[sel, :j], np.full((len(sel), max_heavy - j), -1)], axis=1)
             rs = rest[sel].copy()
             rs[:, J] = 0.0
@@ -399,7 +331,7 @@ def _refine(T: "_Tables", st: dict, dist: str, tau: float, max_heavy: int, count
     new = dict(m=m[b], q=q[b], fixm=st["fixm"][b], rest=cat["rest"][keep], size=size,
                removed=cat["removed"][keep], weight=st["weight"][b] * prob[keep],
                fixh_tok=cat["fixh_tok"][keep], fixh_pos=cat["fixh_pos"][keep])
-    new["gamma"] = (1.0 / np.maximum(size - 1.0, 1.0)) if dist == "distinct" else np.zeros(len(b))
+    new["gamma"] = dist.pair_covariance_factor(size)
     if heavy_rows:
         return new
     nh = np.where(tot_heavy > 0, nh, 0)  # (uniform) strata kept unsplit have no heavy rows
@@ -407,7 +339,7 @@ def _refine(T: "_Tables", st: dict, dist: str, tau: float, max_heavy: int, count
     return new, dict(heavy=heavy, nh=nh, tot=tot, r=r)
 
 
-def _heavy_mean_field(T: "_Tables", st: dict, aux: dict, dist: str, readout: str,
+def _heavy_mean_field(T: "_Tables", st: dict, aux: dict, dist: str | Distribution, readout: str,
                       counter: FlopCounter) -> tuple[np.ndarray, np.ndarray]:
     """Mean propagation over the heavy sub-strata of ``_refine`` ("token h at position J is the
     heaviest drawn"), vectorised over (base stratum, rank j of h, position J): per base stratum,
@@ -426,6 +358,7 @@ def _heavy_mean_field(T: "_Tables", st: dict, aux: dict, dist: str, readout: str
     softmax_m = 1/Σ_o exp(L_o − L_m) (an overflow gives exactly 0). Pairs are grouped by the
     stratum's set of random positions so that only those J are formed.
     Cost O(Σ_s n_heavy(s)·(h·|rest|·n + h·n) + h·n²) (the last only for strata summed directly)."""
+    dist = get_distribution(dist)
     H, n, k = T.H, T.n, T.k
     heavy, nh, tot, r = aux["heavy"], aux["nh"], aux["tot"], aux["r"]
     S = len(st["m"])
@@ -461,10 +394,7 @@ def _heavy_mean_field(T: "_Tables", st: dict, aux: dict, dist: str, readout: str
             size = st["size"][b][pb] - j
             rj = r[b][pb]
             sb = st["size"][b][pb]
-            if dist == "distinct":
-                pj = _comb(sb - j, rj - 1) / _comb(sb, rj) / rj
-            else:
-                pj = (1.0 / sb) * ((sb - j) / sb) ** (rj - 1)
+            pj = dist.p_heaviest_at(sb, j, rj)
             pj = pj / tot[b][pb]
             hv = heavy[b]  # [Bb, MH]
             hvc = np.where(hv >= 0, hv, 0)
@@ -781,12 +711,12 @@ def _block_moments(T: _Tables, st: dict, counter: FlopCounter) -> dict:
     return {"heads": heads, "pop": pop}
 
 
-def stratum_moments(tables: CircuitTables, dist: str, max_copies: int | None = None, *, tau: float = 0.05,
+def stratum_moments(tables: CircuitTables, dist: str | Distribution, max_copies: int | None = None, *, tau: float = 0.05,
                     max_heavy: int = 0) -> tuple[dict, list[dict]]:
     """The strata and, per head, the exact means and (co)variances of the attention denominator D
     and numerator N in every stratum (mu_D, var_D, mu_N, cov_ND; see ``_block_moments``), plus the
     diagonal Var(N_o) (var_N). Exposed for tests: these are exact, not approximations."""
-    check_distribution(dist, tables.n, tables.k)
+    dist = resolve(dist, tables.n, tables.k)
     counter = FlopCounter()
     T = _Tables(tables, counter)
     st, _ = _strata(tables.n, tables.k, dist, max_copies)
@@ -921,7 +851,7 @@ def _block(T: _Tables, st: dict, readout: str, order: int, counter: FlopCounter)
     return _readout(mu_L, var_L, st["m"], quad2, readout, 2, counter)
 
 
-def cumulant_propagation(tables: CircuitTables, dist: str, *, readout: str = "gauss", order: int = 2,
+def cumulant_propagation(tables: CircuitTables, dist: str | Distribution, *, readout: str = "gauss", order: int = 2,
                          tau: float = 0.05, max_heavy: int = 12, heavy_order: int = 1,
                          prune_mass: float = 1e-4, max_copies: int | None = None,
                          counter: FlopCounter | None = None) -> dict:
@@ -930,7 +860,7 @@ def cumulant_propagation(tables: CircuitTables, dist: str, *, readout: str = "ga
     Returns a dict: estimate, first_order (mean propagation over the same strata), per_max [n]
     (conditional estimates given max = m, NaN where P[max = m] = 0), n_strata, dropped_mass.
     Cost O(h²·n³ + strata·h²·n·(n + k)) FLOPs, added to ``counter``."""
-    check_distribution(dist, tables.n, tables.k)
+    dist = resolve(dist, tables.n, tables.k)
     if readout not in READOUTS:
         raise MaxkError(f"unknown read-out {readout!r}: choose one of {', '.join(READOUTS)}")
     if heavy_order not in (1, 2):
@@ -990,9 +920,9 @@ def cumulant_propagation(tables: CircuitTables, dist: str, *, readout: str = "ga
     return dict(estimate=est, first_order=float((est1 * wt).sum()), per_max=per_max, n_strata=S, dropped_mass=dropped)
 
 
-def cumulant(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
+def cumulant(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
              readout: str = "gauss", order: int = 2, tau: float = 0.05, max_heavy: int = 12,
-             heavy_order: int = 1, prune_mass: float = 1e-4, max_copies: int | None = None) -> Estimate:
+             heavy_order: int = 1, prune_mass: float = 1e-4, max_copies: int | None = None) -> EstimateValue:
     """Registry entry ``cumulant``: covariance propagation (``order=2``; ``order=1`` is mean
     propagation over the same strata). ``readout``: "gauss" (Gaussian margin, Gauss–Hermite) or
     "taylor" (second-order Taylor of the output softmax). Deterministic (``rng`` unused).
@@ -1010,4 +940,4 @@ def cumulant(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.
              "second_order_correction": res["estimate"] - res["first_order"], "n_strata": res["n_strata"],
              "dropped_mass": res["dropped_mass"], "max_heavy": max_heavy, "tau": tau,
              "prune_mass": prune_mass}
-    return Estimate("cumulant", res["estimate"], 0, 0.0, dist, spread=None, extra=extra)
+    return EstimateValue(res["estimate"], details=extra)

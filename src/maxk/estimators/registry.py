@@ -1,63 +1,68 @@
-"""The estimator registry: one name -> one function, and ``estimate`` to run any of them.
+"""The estimators by name, and ``estimate`` to run any of them.
 
+An estimator is registered with ``ESTIMATORS.register(name, fn, cost=..., summary=...)`` below.
 Every estimator has the signature
 
-    fn(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
-       **options) -> float | Estimate
+    fn(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter,
+       rng: np.random.Generator, **options) -> float | EstimateValue
 
 It reads the model only through the circuit tables, adds the floating-point work it performs to
-``counter`` where it performs it, draws any randomness from ``rng``, and returns either the
-estimated expected soft accuracy or a full ``Estimate`` (e.g. with a ``spread``). ``estimate``
-fills in the method name, the FLOPs counted and the wall time.
+``counter`` where it performs it, draws any randomness from ``rng``, and returns the estimated
+expected soft accuracy (or an ``EstimateValue`` with a spread and details). Its options are its
+keyword-only parameters. ``estimate`` builds the one ``Estimate`` record with the FLOPs counted and
+the wall time.
 """
 from __future__ import annotations
 
-import inspect
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..circuits import CircuitTables, circuit_tables
-from ..distributions import check_distribution
+from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from .base import Estimate
+from ..registry import Registry, multi_head
+from ..results import Estimate
+from .base import EstimateValue
 from .bins import bins, mean
+from .cumulant import cumulant
 from .sampling import sampling, stratified
 from .systematic import systematic
 
-EstimatorFn = Callable[..., "float | Estimate"]
+EstimatorFn = Callable[..., "float | EstimateValue"]
 
-ESTIMATORS: dict[str, EstimatorFn] = {
-    "sampling": sampling,
-    "stratified": stratified,
-    "systematic": systematic,
-    "mean": mean,
-    "bins": bins,
-}
+ESTIMATORS: Registry[EstimatorFn] = Registry("estimator")
 
-# --- cumulant helper: ``cumulant`` (covariance propagation) registered here
-from .cumulant import cumulant  # noqa: E402
+_SINGLE_HEAD = multi_head("supports single-head models only (n_heads = 1); sampling, stratified and "
+                          "systematic handle several heads")
 
-ESTIMATORS["cumulant"] = cumulant
-# --- end cumulant
+ESTIMATORS.register("sampling", sampling, cost="O(samples·h·k·n)",
+                    summary="plain Monte Carlo over inputs drawn from the distribution")
+ESTIMATORS.register("stratified", stratified, cost="O(samples·h·k·n)",
+                    summary="stratified by max (or max and query), exact weights, Neyman allocation")
+ESTIMATORS.register("systematic", systematic, cost="O(samples·(h·k·n + levels·(n + k)))",
+                    summary="systematic sampling down the order-statistic hierarchy (max, positions, ...)")
+ESTIMATORS.register("mean", mean, cost="O(n^4 + cases·n)", summary="mean propagation (bins with one bin)",
+                    refuses=(_SINGLE_HEAD,))
+ESTIMATORS.register("bins", bins, cost="O(n^4 + n^2 k b^2 log b + cases·b·n)",
+                    summary="Wu's bin propagation, generalised: exact cases, binned low-token sums",
+                    refuses=(_SINGLE_HEAD,))
+ESTIMATORS.register("cumulant", cumulant, cost="O(h^2 n^3 + strata·h^2·n·(n + k))",
+                    summary="covariance propagation over exact strata, heavy tokens conditioned on",
+                    refuses=(_SINGLE_HEAD,))
 
 
 def options_of(method: str) -> set[str]:
     """Keyword options estimator ``method`` accepts beyond (tables, dist, counter, rng)."""
-    return _options_of(ESTIMATORS[method])
-
-
-def _options_of(fn: EstimatorFn) -> set[str]:
-    params = inspect.signature(fn).parameters
-    return {p.name for p in params.values() if p.kind is p.KEYWORD_ONLY} - {"counter", "rng"}
+    return set(ESTIMATORS.get(method).options)
 
 
 def estimate(
     model_or_tables,
     method: str,
-    dist: str = "uniform",
+    dist: str | Distribution = "uniform",
     *,
     seed: int | None = 0,
     counter: FlopCounter | None = None,
@@ -66,27 +71,24 @@ def estimate(
     """Run estimator ``method`` on a model (or its circuit tables) under distribution ``dist``.
 
     ``seed`` seeds the estimator's random generator (only sampling methods use it); ``options``
-    are passed on (e.g. ``samples=`` for sampling methods, ``n_bins=`` for ``bins``); an option the
-    method does not take is a ``MaxkError``. Options set to None are dropped. The FLOPs reported
-    are those the estimator counted (computing the tables is not included: every method shares it).
-    """
-    if method not in ESTIMATORS:
-        raise MaxkError(f"unknown estimator {method!r}: choose one of {', '.join(sorted(ESTIMATORS))}")
-    fn = ESTIMATORS[method]
-    options = {k: v for k, v in options.items() if v is not None}
-    bad = set(options) - _options_of(fn)
-    if bad:
-        raise MaxkError(f"method {method!r} does not take option(s) {', '.join(sorted(bad))}")
+    are the method's declared options (e.g. ``samples=``, ``n_bins=``; None values dropped). The
+    FLOPs reported are those the estimator counted (added to ``counter`` too, if given; computing
+    the tables is not included: every method shares it). MaxkError for an unknown method or
+    option, a bad distribution, or a model the method declares it refuses."""
+    est = ESTIMATORS.get(method)
+    options = est.check_options(options)
     tables = model_or_tables if isinstance(model_or_tables, CircuitTables) else circuit_tables(model_or_tables)
-    check_distribution(dist, tables.n, tables.k)
+    d = resolve(dist, tables.n, tables.k)
+    reason = est.refusal(tables.cfg, d)
+    if reason is not None:
+        raise MaxkError(f"estimator {method!r} {reason}")
     counter = FlopCounter() if counter is None else counter
     start_flops = counter.total
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    out = fn(tables, dist, counter=counter, rng=rng, **options)
+    out = est.run(tables, d, counter=counter, rng=rng, **options)
     seconds = time.perf_counter() - t0
-    flops = counter.total - start_flops
-    if isinstance(out, Estimate):
-        out.method, out.dist, out.flops, out.seconds = method, dist, flops, seconds
-        return out
-    return Estimate(method=method, estimate=float(out), flops=flops, seconds=seconds, dist=dist)
+    value = out if isinstance(out, EstimateValue) else EstimateValue(float(out))
+    return Estimate(method=method, dist=d.name, n_sequences=d.n_sequences(tables.n, tables.k), seconds=seconds,
+                    flops=counter.total - start_flops, options={**options, "seed": seed},
+                    estimate=float(value.estimate), spread=value.spread, details=value.details)

@@ -6,17 +6,14 @@ sum, output softmax). ``stratified`` is also the truth source for k >= 6 in the 
 """
 from __future__ import annotations
 
-from fractions import Fraction
-from math import perm
-
 import numpy as np
 
 from ..circuits import CircuitTables
-from ..distributions import max_weights, n_sequences, sample, sample_given
+from ..distributions import Distribution, get_distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..sampling import per_input_metrics
-from .base import Estimate
+from .base import EstimateValue
 
 _CHUNK = 1 << 13  # samples per chunk: [chunk, k, n] float64 gathers stay ~50 MB for k=10, n=64
 
@@ -41,17 +38,17 @@ def soft_probs(tables: CircuitTables, tokens: np.ndarray, counter: FlopCounter |
 
 # ---------------------------------------------------------------- plain Monte Carlo
 
-def sampling(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
-             samples: int = 10_000) -> Estimate:
+def sampling(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
+             samples: int = 10_000) -> EstimateValue:
     """Plain Monte Carlo: mean soft accuracy of ``samples`` inputs drawn from ``dist``.
 
     spread = standard error of the mean. Cost: ``samples`` × (one input through the tables).
     """
     samples = _check_samples(samples, 2)
-    p = soft_probs(tables, sample(dist, tables.n, tables.k, samples, rng), counter)
+    p = soft_probs(tables, dist.sample(tables.n, tables.k, samples, rng), counter)
     counter.add(2 * samples, "reduce")
     se = float(p.std(ddof=1) / np.sqrt(samples))
-    return Estimate("sampling", float(p.mean()), 0, 0.0, dist, spread=se, extra={"samples": samples})
+    return EstimateValue(float(p.mean()), spread=se, details={"samples": samples})
 
 
 def _check_samples(samples, minimum: int) -> int:
@@ -60,23 +57,11 @@ def _check_samples(samples, minimum: int) -> int:
     return int(samples)
 
 
-def strata_weights(dist: str, n: int, k: int, by_query: bool) -> np.ndarray:
+def strata_weights(dist: str | Distribution, n: int, k: int, by_query: bool) -> np.ndarray:
     """Exact stratum probabilities: [n] P[max = m], or [n, n] P[max = m, query = q] (zero for
-    q > m), computed from exact integer counts."""
-    if not by_query:
-        return max_weights(dist, n, k)
-    total = n_sequences(dist, n, k)
-    w = np.zeros((n, n))
-    for m in range(n):
-        if dist == "uniform":
-            top, below = (m + 1) ** (k - 1), (m + 1) ** (k - 1) - m ** (k - 1)
-        else:  # others: k-1 distinct from [0, m) (query is max) / k-2 from [0,m)\{q} plus m, any order
-            top = perm(m, k - 1)
-            below = (k - 1) * perm(m - 1, k - 2) if k >= 2 and m >= 1 else 0
-        w[m, m] = float(Fraction(top, total))
-        if m > 0 and k >= 2:
-            w[m, :m] = float(Fraction(below, total))
-    return w
+    q > m), from the distribution's exact counts."""
+    d = get_distribution(dist)
+    return d.max_query_weights(n, k) if by_query else d.max_weights(n, k)
 
 
 # ---------------------------------------------------------------- stratified sampling
@@ -100,7 +85,7 @@ def _run_strata(tables, dist, ms, qs, alloc, rng, counter):
     step = 1 << 16
     for s in range(0, len(sid), step):
         idx = sid[s : s + step]
-        x = sample_given(dist, tables.n, tables.k, ms[idx], None if qs is None else qs[idx], rng)
+        x = dist.sample_given(tables.n, tables.k, ms[idx], None if qs is None else qs[idx], rng)
         p = soft_probs(tables, x, counter)
         s1 += np.bincount(idx, weights=p, minlength=len(ms))
         s2 += np.bincount(idx, weights=p * p, minlength=len(ms))
@@ -108,8 +93,8 @@ def _run_strata(tables, dist, ms, qs, alloc, rng, counter):
     return s1, s2
 
 
-def stratified(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
-               samples: int = 10_000, by_query: bool = False, pilot: float = 0.2) -> Estimate:
+def stratified(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
+               samples: int = 10_000, by_query: bool = False, pilot: float = 0.2) -> EstimateValue:
     """Stratified sampling over max value m (and query q if ``by_query``), exact stratum weights.
 
     A pilot of ``pilot``·samples inputs (spread evenly, >= 2 per stratum) measures each stratum's
@@ -143,5 +128,5 @@ def stratified(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: n
     est = float(weights @ mu)
     se = float(np.sqrt(np.sum(weights**2 * var / cnt)))
     counter.add(6 * n_strata, "combine")
-    return Estimate("stratified", est, 0, 0.0, dist, spread=se,
-                    extra={"samples": int(a1.sum() + a2.sum()), "strata": n_strata, "by_query": by_query})
+    return EstimateValue(est, spread=se,
+                         details={"samples": int(a1.sum() + a2.sum()), "strata": n_strata, "by_query": by_query})

@@ -21,52 +21,17 @@ from __future__ import annotations
 from math import comb
 
 import numpy as np
-from scipy.special import gammaln
 
 from ..circuits import CircuitTables
-from ..distributions import _distinct_below
+from ..distributions import Distribution, get_distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from .base import Estimate
+from .base import EstimateValue
 from .sampling import _check_samples, soft_probs
 
 _CHUNK = 1 << 13
 _MAX_SUBSETS = 4096  # position subsets enumerated for u; beyond this they are drawn at random
 _ONE_MINUS = float(np.nextafter(1.0, 0.0))
-
-
-def _top_cdf(dist: str, r: np.ndarray, A: np.ndarray, n: int) -> np.ndarray:
-    """Cumulative law of the largest of r remaining tokens, all below A: [U, n] (column t).
-
-    distinct: r distinct values from [0, A), P[max = t] = C(t, r-1)/C(A, r);
-    uniform: r i.i.d. uniform values on [0, A), P[max = t] = ((t+1)^r - t^r)/A^r."""
-    t = np.arange(n, dtype=np.float64)[None, :]
-    r_ = r.astype(np.float64)[:, None]
-    A_ = A.astype(np.float64)[:, None]
-    if dist == "distinct":
-        ok = (t >= r_ - 1) & (t < A_)
-        logp = (gammaln(t + 1) - gammaln(r_) - gammaln(np.maximum(t - r_ + 2, 1))
-                - (gammaln(A_ + 1) - gammaln(r_ + 1) - gammaln(np.maximum(A_ - r_ + 1, 1))))
-        p = np.where(ok, np.exp(np.where(ok, logp, 0.0)), 0.0)
-    else:
-        ok = t < A_
-        hi = np.power(np.minimum(t + 1, A_) / np.maximum(A_, 1), r_)
-        lo = np.power(np.minimum(t, A_) / np.maximum(A_, 1), r_)
-        p = np.where(ok, hi - lo, 0.0)
-    return _normalised_cdf(p)
-
-
-def _copies_cdf(r: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
-    """uniform: cumulative law of the number of copies c = 1..r of the largest value t among r
-    i.i.d. tokens below t+1, P[c] ∝ C(r, c)·t^(r-c): [U, k] (column c-1)."""
-    c = np.arange(1, k + 1, dtype=np.float64)[None, :]
-    r_ = r.astype(np.float64)[:, None]
-    t_ = t.astype(np.float64)[:, None]
-    logc = gammaln(r_ + 1) - gammaln(c + 1) - gammaln(np.maximum(r_ - c + 1, 1))
-    logfrac = np.log(np.maximum(t_, 1.0) / (t_ + 1.0))  # t = 0 only allows c = r
-    logf = np.where(r_ - c > 0, np.where(t_ > 0, (r_ - c) * logfrac, -np.inf), 0.0)
-    p = np.where(c <= r_, np.exp(logc + logf - c * np.log(t_ + 1.0)), 0.0)
-    return _normalised_cdf(p)
 
 
 def _normalised_cdf(p: np.ndarray) -> np.ndarray:
@@ -114,13 +79,14 @@ def _subset_table(r: int, c: int) -> np.ndarray:
     return np.array(list(combinations(range(r), c)), dtype=np.int64).reshape(-1, c)
 
 
-def ordered_inputs(dist: str, n: int, k: int, u: np.ndarray, levels: int, rng: np.random.Generator,
+def ordered_inputs(dist: str | Distribution, n: int, k: int, u: np.ndarray, levels: int, rng: np.random.Generator,
                    counter: FlopCounter | None = None) -> np.ndarray:
     """Inputs [N, k] from ``dist`` with u [N] in [0, 1) deciding, in this order: the max and its
-    positions (its number of copies first under ``uniform``), then the next ``levels`` - 1 values
+    positions (its number of copies first, where tokens can repeat), then the next ``levels`` - 1 values
     down with theirs; the query's value (if its position is still free) and the remaining tokens
     are drawn from ``rng``. Exact: for u uniform the result has the distribution's law.
     Cost O(N·(levels·(n + k) + k²)), mostly comparisons."""
+    dist = get_distribution(dist)
     u = np.asarray(u, dtype=np.float64).copy()
     N = len(u)
     x = np.full((N, k), -1, dtype=np.int64)
@@ -132,12 +98,12 @@ def ordered_inputs(dist: str, n: int, k: int, u: np.ndarray, levels: int, rng: n
         if not live.any():
             break
         L = np.nonzero(live)[0]
-        cdf = _rows_for(r[L], A[L], lambda rr, aa: _top_cdf(dist, rr, aa, n), counter)
+        cdf = _rows_for(r[L], A[L], lambda rr, aa: _normalised_cdf(dist.top_law(rr, aa, n)), counter)
         t, u[L] = _invert(cdf, u[L])
         if counter is not None:
             counter.add(len(L) * (n + 4), "draw")
-        if dist == "uniform":
-            ccdf = _rows_for(r[L], t, lambda rr, tt: _copies_cdf(rr, tt, k), counter)
+        if dist.allows_repeats:
+            ccdf = _rows_for(r[L], t, lambda rr, tt: _normalised_cdf(dist.copies_law(rr, tt, k)), counter)
             c0, u[L] = _invert(ccdf, u[L])
             c = c0 + 1
             if counter is not None:
@@ -170,22 +136,13 @@ def ordered_inputs(dist: str, n: int, k: int, u: np.ndarray, levels: int, rng: n
     rest = r - qf
     for rr in np.unique(rest[rest > 0]):
         grp = np.nonzero(rest == rr)[0]
-        if dist == "distinct":
-            vals = np.empty((len(grp), rr), dtype=np.int64)
-            withq = qf[grp]
-            for flag in (True, False):
-                g = grp[withq == flag]
-                if len(g):
-                    excl = q[g, None] if flag else np.zeros((len(g), 0), dtype=np.int64)
-                    vals[withq == flag] = _distinct_below(A[g], int(rr), excl, rng)
-        else:
-            vals = np.floor(rng.random((len(grp), rr)) * A[grp, None]).astype(np.int64)
+        vals = dist.draw_rest(A[grp], int(rr), q[grp], qf[grp], rng)
         x[grp[:, None], _free_positions(free[grp], np.broadcast_to(np.arange(rr), (len(grp), rr)))] = vals
     return x
 
 
-def systematic(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: np.random.Generator,
-               samples: int = 100_000, levels: int = 3) -> Estimate:
+def systematic(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
+               samples: int = 100_000, levels: int = 3) -> EstimateValue:
     """Mean probability on the right answer over ``samples`` inputs ``ordered_inputs(u_i)`` at
     u_i = (i + U)/N, one uniform U (systematic sampling over the max, the next ``levels`` - 1
     values down and all their positions). Unbiased. spread = sqrt(Σ_pairs (p_2i - p_2i+1)²)/N,
@@ -205,5 +162,4 @@ def systematic(tables: CircuitTables, dist: str, *, counter: FlopCounter, rng: n
     d = p[0 : 2 * half : 2] - p[1 : 2 * half : 2]
     spread = float(np.sqrt(np.sum(d * d)) / (2 * half))
     counter.add(2 * samples + 3 * half, "reduce")
-    return Estimate("systematic", float(p.mean()), 0, 0.0, dist, spread=spread,
-                    extra={"samples": samples, "levels": int(levels)})
+    return EstimateValue(float(p.mean()), spread=spread, details={"samples": samples, "levels": int(levels)})

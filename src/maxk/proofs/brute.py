@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..distributions import n_sequences
+from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..exact import EXHAUSTIVE_LIMIT, all_sequences
 from ..flops import FlopCounter
-from .common import check_inputs
 from .enclose import IntervalTables, Interval, add, down, enclosed_tables, exp, gamma, mul, up
 
 COST = "O(n^(k+1))"
@@ -129,26 +128,22 @@ def _certify_heads(tab: IntervalTables, q: int, toks: np.ndarray, c: FlopCounter
     return marg.min(axis=1) > 0
 
 
-def _blocks(n: int, f: int, dist: str):
+def _blocks(n: int, f: int, dist: Distribution):
     """Batches of free-token tuples in lexicographic order: (lead tokens, toks [B, f], max of
-    toks [B] (or -1), the tuple's tokens are distinct [B] or None)."""
+    toks [B] (or -1), which tuples can occur in one input [B] or None for all)."""
     if f == 0:  # k = 1: the input is the query alone
-        distinct = np.ones(1, dtype=bool) if dist == "distinct" else None
-        yield np.zeros(0, dtype=np.int64), np.zeros((1, 0), dtype=np.int64), np.full(1, -1), distinct
+        toks = np.zeros((1, 0), dtype=np.int64)
+        yield np.zeros(0, dtype=np.int64), toks, np.full(1, -1), dist.support_rows(toks)
         return
     inner = all_sequences(n, f - 1)  # [n^(f-1), f-1]
     lead_block = max(1, _CHUNK // (inner.shape[0] * n))
     for a in range(0, n, lead_block):
         lead = np.arange(a, min(a + lead_block, n))
         toks = np.c_[np.repeat(lead, inner.shape[0]), np.tile(inner, (len(lead), 1))]  # [B, f]
-        distinct = None
-        if dist == "distinct":
-            srt = np.sort(toks, axis=1)
-            distinct = (np.diff(srt, axis=1) != 0).all(axis=1)
-        yield lead, toks, toks.max(axis=1), distinct
+        yield lead, toks, toks.max(axis=1), dist.support_rows(toks)
 
 
-def brute_certified(model_or_tab, dist: str = "uniform", counter: FlopCounter | None = None) -> int:
+def brute_certified(model_or_tab, dist: str | Distribution = "uniform", counter: FlopCounter | None = None) -> int:
     """Number of inputs of ``dist`` certified correct one by one (exact integer); equals the
     exact number correct unless some margin is within rounding (~1e-12 relative).
 
@@ -158,8 +153,8 @@ def brute_certified(model_or_tab, dist: str = "uniform", counter: FlopCounter | 
     ``maxk.exact.EXHAUSTIVE_LIMIT`` inputs."""
     c = counter if counter is not None else FlopCounter()
     tab = model_or_tab if isinstance(model_or_tab, IntervalTables) else enclosed_tables(model_or_tab, c)
-    check_inputs(tab, dist)
     n, k = tab.n, tab.k
+    dist = resolve(dist, n, k)
     if n**k > EXHAUSTIVE_LIMIT:
         raise MaxkError(f"brute force needs {n**k:.3g} inputs (limit {EXHAUSTIVE_LIMIT:.0e}); use --strategy cubic")
     f = k - 1
@@ -169,15 +164,15 @@ def brute_certified(model_or_tab, dist: str = "uniform", counter: FlopCounter | 
     if tab.n_heads > 1:
         step = max(1, _CHUNK // (4 * k * n))
         for q in range(n):
-            for _lead, toks, _free_max, distinct in blocks:
-                occurs = np.ones(len(toks), dtype=bool) if distinct is None else distinct & (toks != q).all(axis=1)
-                idx = np.nonzero(occurs)[0]
+            for _lead, toks, _free_max, support in blocks:
+                occurs = dist.support_with_query(support, toks, q)
+                idx = np.arange(len(toks)) if occurs is None else np.nonzero(occurs)[0]
                 for s in range(0, len(idx), step):
                     certified += int(_certify_heads(tab, q, toks[idx[s : s + step]], c).sum())
         return certified
     for q in range(n):
         L, H, A = _terms(tab, q, c)  # [k, n_tok, n_out], [k, n_tok, n_out], [k, n_tok]
-        for lead, toks, free_max, distinct in blocks:
+        for lead, toks, free_max, support in blocks:
             B = toks.shape[0]
             label = np.maximum(free_max, q)  # [B]
             rows = np.arange(B)
@@ -194,10 +189,11 @@ def brute_certified(model_or_tab, dist: str = "uniform", counter: FlopCounter | 
             Hs[rows, label] = -np.inf
             good = lm - Hs.max(axis=1) > As * tau_factor
             c.add(B * n + B * (f + 3), "margins")
-            if dist == "distinct":
-                good &= distinct & (toks != q).all(axis=1)
+            occurs = dist.support_with_query(support, toks, q)
+            if occurs is not None:
+                good &= occurs
                 c.add(B * f, "compare")
-                open_ = ~good & distinct & (toks != q).all(axis=1)
+                open_ = ~good & occurs
             else:
                 open_ = ~good
             idx = np.nonzero(open_)[0]
@@ -206,11 +202,11 @@ def brute_certified(model_or_tab, dist: str = "uniform", counter: FlopCounter | 
                 part = idx[s : s + step]
                 good[part] = _recheck(tab, q, toks[part], tau_factor, c)
             certified += int(good.sum())
-    if certified > n_sequences(dist, n, k):  # impossible by construction; guard against misuse
+    if certified > dist.n_sequences(n, k):  # impossible by construction; guard against misuse
         raise AssertionError("brute force certified more inputs than exist")
     return certified
 
 
-def prove_brute(model, dist: str, counter: FlopCounter) -> int:
+def prove_brute(model, dist: Distribution, *, counter: FlopCounter) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     return brute_certified(model, dist, counter)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..distributions import check_distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from .enclose import IntervalTables, down
@@ -29,11 +28,6 @@ def require_single_head(tab_or_model, strategy: str) -> None:
             f"strategy {strategy!r} supports single-head models only (n_heads = 1); this model has "
             f"n_heads = {h}. Use --strategy brute for multi-head models."
         )
-
-
-def check_inputs(tab: IntervalTables, dist: str) -> None:
-    """Validate the distribution for the model's n and k."""
-    check_distribution(dist, tab.n, tab.k)
 
 
 def diff_lower(tab: IntervalTables, m: int, counter: FlopCounter):

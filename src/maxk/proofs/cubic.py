@@ -44,12 +44,13 @@ enclosed tables, so a too-close call is simply not certified.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import ceil, comb, factorial, log2, perm
+from math import ceil, log2
 
 import numpy as np
 
+from ..distributions import Distribution, get_distribution, resolve
 from ..flops import FlopCounter
-from .common import check_inputs, diff_lower, exclude_column, require_single_head
+from .common import diff_lower, exclude_column, require_single_head
 from .enclose import IntervalTables, Interval, down, enclosed_tables, exp, mul_lower, sum_lower, up
 
 COST = "O(n^3 k^2)"
@@ -81,7 +82,7 @@ def _worst_arrangements(Qt: np.ndarray, Mt: np.ndarray, k: int, c: FlopCounter) 
     return G
 
 
-def cubic_certified(model_or_tab, dist: str = "uniform", counter: FlopCounter | None = None) -> int:
+def cubic_certified(model_or_tab, dist: str | Distribution = "uniform", counter: FlopCounter | None = None) -> int:
     """Number of inputs of ``dist`` that the cubic proof certifies correct (an exact integer).
 
     ``model_or_tab``: a model (its tables are enclosed first, counted) or ``IntervalTables``.
@@ -89,8 +90,8 @@ def cubic_certified(model_or_tab, dist: str = "uniform", counter: FlopCounter | 
     c = counter if counter is not None else FlopCounter()
     tab = _tables(model_or_tab, c)
     require_single_head(tab, "cubic")
-    check_inputs(tab, dist)
-    return sum(certified_sets(tab, m, dist, c).count(c) for m in range(tab.n))
+    d = resolve(dist, tab.n, tab.k)
+    return sum(certified_sets(tab, m, d, c).count(c) for m in range(tab.n))
 
 
 @dataclass
@@ -107,7 +108,7 @@ class MaxCertificate:
 
     m: int
     k: int
-    dist: str
+    dist: Distribution
     cert0: np.ndarray
     ok: np.ndarray | None = None
     bucket: np.ndarray | None = None
@@ -115,46 +116,19 @@ class MaxCertificate:
     use_mix: np.ndarray | None = field(default=None, init=False)
     _group_counts: dict | None = field(default=None, init=False)
 
-    def _groups(self):
-        """(q, cc) pairs that occur under ``dist`` with at least one non-max token."""
-        f, m = self.k - 1, self.m
-        for q in range(m + 1):
-            if q < m and f == 0:
-                continue
-            if self.dist == "uniform":
-                ccs = range(1, (f if q == m else f - 1) + 1)
-            else:
-                ccs = [f] if q == m else ([f - 1] if f - 1 >= 1 else [])
-            for cc in ccs:
-                yield q, cc
-
     def count(self, c: FlopCounter | None = None) -> int:
-        """Number of certified inputs with max m (exact integer)."""
+        """Number of certified inputs with max m (exact integer); the distribution counts."""
         c = c if c is not None else FlopCounter()
-        f, m = self.k - 1, self.m
-        total = 0
-        for q in range(m + 1):
-            if q < m and f == 0:
-                continue  # k = 1: the query is the whole input, so it is the max
-            if self.dist == "uniform" or (q < m and f == 1) or f == 0:
-                total += int(self.cert0[q])  # c = 0 (the only case for distinct when k <= 2, q < m)
+        d, m, k = self.dist, self.m, self.k
+        total = sum(int(self.cert0[q]) for q in range(m + 1) if d.max_only_occurs(k, m, q))
         if self.ok is None:
             return total
         nq, f_ = self.ok.shape[:2]
         self.use_mix = np.zeros((nq, f_), dtype=bool)
-        if self.dist == "uniform":
-            mix = _ordered_counts(self.bucket, self.K, c)
-        else:
-            mix = _distinct_counts(self.bucket, self.m, self.k, self.K, c)
-        for q, cc in self._groups():
-            if self.dist == "uniform":
-                old = comb(f, cc) * int(self.ok[q, cc - 1].sum()) ** cc
-                new = comb(f, cc) * int(mix[q, cc - 1])
-            else:
-                size = int(self.ok[q, cc - 1].sum()) - (int(self.ok[q, cc - 1, q]) if q < m else 0)
-                ways = f if q < m else 1  # where the single m sits among the free positions
-                old = ways * perm(size, cc)
-                new = ways * factorial(cc) * int(mix[q])
+        mix = d.count_bucketed(self.bucket, self.K, m, k, c)
+        for q, cc, ways in d.nonmax_groups(k, m):
+            old = ways * d.count_tokens(self.ok[q, cc - 1], q, cc)
+            new = ways * int(mix[q, cc - 1])
             self.use_mix[q, cc - 1] = new > old
             total += max(old, new)
         return total
@@ -173,10 +147,11 @@ class MaxCertificate:
         return all(bool(self.ok[q, cc - 1, t]) for t in nonmax)
 
 
-def certified_sets(tab: IntervalTables, m: int, dist: str, c: FlopCounter) -> MaxCertificate:
+def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: FlopCounter) -> MaxCertificate:
     """The cubic proof for max token m (see ``MaxCertificate``). Entries for (q, cc) that cannot
     occur under ``dist`` are not refined. Cost O(n²k²) plus the refinements."""
     n, k = tab.n, tab.k
+    dist = get_distribution(dist)
     f = k - 1  # free positions 0..k-2; the query sits at k-1
     eqke_lo, eqke_hi = tab.lo.eqke[0], tab.hi.eqke[0]  # [q, t]
     eqkp_lo, eqkp_hi = tab.lo.eqkp[0], tab.hi.eqkp[0]  # [q, i]
@@ -227,13 +202,9 @@ def certified_sets(tab: IntervalTables, m: int, dist: str, c: FlopCounter) -> Ma
     cheap = down(Gmin[:, :, None, :] + ctl, c) > 0
     c.add(2 * ctl.size, "cheap check")
     ok = cheap.all(axis=-1)  # [nq, c, t]
-    valid = np.ones((nq, f), dtype=bool)  # (q, c): q < m needs c <= k-2
-    valid[:m, f - 1] = False
-    if dist == "distinct":  # only c = k-2 (q < m) and c = k-1 (q = m) occur
-        valid[:] = False
-        if f >= 2:
-            valid[:m, f - 2] = True
-        valid[m, f - 1] = True
+    valid = np.zeros((nq, f), dtype=bool)  # the (q, c) groups that occur under dist
+    for q_, cc_, _ways in dist.nonmax_groups(k, m):
+        valid[q_, cc_ - 1] = True
 
     def token_terms(a: np.ndarray, t_: np.ndarray) -> np.ndarray:
         """Lower bounds of T(t, j, o) for (q, t) = (a, t_): [F, f, n]. Cost O(F·k·n)."""
@@ -283,56 +254,6 @@ def _bucket(rho: np.ndarray, c: FlopCounter) -> np.ndarray:
     return np.minimum(x, MIX_BUCKETS).astype(np.int64)
 
 
-def _int_dtype(m: int, f: int):
-    """int64 while counts (at most m^f tuples) fit, else exact Python ints."""
-    return np.int64 if m**f < 2**62 else object
-
-
-def _ordered_counts(bucket: np.ndarray, K: int, c: FlopCounter) -> np.ndarray:
-    """[nq, f]: for each (q, cc), the number of ordered cc-tuples of tokens t < m with
-    sum of bucket[q, cc-1, t] < K (exact). Truncated polynomial powers: O(nq·f²·K²)."""
-    nq, f, m = bucket.shape
-    dt = _int_dtype(m, f)
-    hist = np.zeros((nq, f, K), dtype=dt)
-    q_, c_, t_ = np.nonzero(bucket < K)
-    np.add.at(hist, (q_, c_, bucket[q_, c_, t_]), 1)
-    out = np.zeros((nq, f), dtype=dt)
-    cur = hist.copy()
-    out[:, 0] = cur[:, 0].sum(axis=-1)
-    for s in range(2, f + 1):  # cur[:, cc-1] = hist^s for the groups with cc >= s
-        h, x = hist[:, s - 1 :], cur[:, s - 1 :]
-        nxt = np.zeros_like(x)
-        for a in range(K):
-            nxt[..., a:] += x[..., a : a + 1] * h[..., : K - a]
-        c.add(2 * nxt.size * K, "count DP")
-        cur = np.zeros_like(cur)
-        cur[:, s - 1 :] = nxt
-        out[:, s - 1] = nxt[:, 0].sum(axis=-1)
-    return out
-
-
-def _distinct_counts(bucket: np.ndarray, m: int, k: int, K: int, c: FlopCounter) -> np.ndarray:
-    """[nq]: for query q, the number of sets of cc distinct tokens t < m, t != q, with bucket
-    sum < K, where cc = k-2 for q < m and k-1 for q = m (exact). Subset DP: O(nq·m·k·K)."""
-    nq, f, _ = bucket.shape
-    dt = _int_dtype(m, f)
-    cc = np.array([f - 1] * m + [f])  # copies per query row
-    b = np.where(cc[:, None] >= 1, bucket[np.arange(nq), np.maximum(cc - 1, 0)], K).copy()  # [nq, m]
-    b[np.arange(m), np.arange(m)] = K  # under distinct the query token cannot repeat
-    dp = np.zeros((nq, f + 1, K), dtype=dt)  # dp[q, size, bucket sum]
-    dp[:, 0, 0] = 1
-    ar = np.arange(K)[None, :]
-    rows = np.arange(nq)[:, None]
-    for t in range(m):
-        src = ar - b[:, t : t + 1]  # [nq, K]
-        live = (src >= 0) & (b[:, t : t + 1] < K)
-        src = np.where(live, src, 0)
-        for size in range(f - 1, -1, -1):
-            dp[:, size + 1] += np.where(live, dp[:, size][rows, src], 0)
-        c.add(2 * f * nq * K, "count DP")
-    return dp[np.arange(nq), cc].sum(axis=-1)
-
-
-def prove_cubic(model, dist: str, counter: FlopCounter) -> int:
+def prove_cubic(model, dist: Distribution, *, counter: FlopCounter) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     return cubic_certified(model, dist, counter)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from ..atomic import atomic_path
-from .base import ProofResult
+from ..results import ProofResult
 
 
 def plot_frontier(results: list[ProofResult], true_accuracy: float | None, path: str | os.PathLike,
@@ -20,10 +20,10 @@ def plot_frontier(results: list[ProofResult], true_accuracy: float | None, path:
     ax = fig.add_subplot(1, 1, 1)
     for r in results:
         flops = max(r.flops, 1)
-        if r.strategy == "brute":
+        if r.method == "brute":
             ax.scatter([flops], [r.bound], marker="*", s=160, color="black", zorder=3, label="brute force")
         else:
-            ax.scatter([flops], [r.bound], s=40, zorder=3, label=f"{r.strategy} ({r.bound:.4f})")
+            ax.scatter([flops], [r.bound], s=40, zorder=3, label=f"{r.method} ({r.bound:.4f})")
     if true_accuracy is not None:
         ax.axhline(true_accuracy, color="tab:red", linestyle="--", linewidth=1,
                    label=f"{true_label} {true_accuracy:.4f}")

@@ -1,89 +1,53 @@
 """Proof strategies by name, and ``prove`` / ``prove_all``.
 
-A strategy is a callable ``(model, dist, counter) -> certified`` returning the exact number of
-inputs of ``dist`` it certifies correct, adding every floating-point operation it performs to
-``counter`` (a ``maxk.flops.FlopCounter``; enclosing the tables is part of the proof and is
-counted). ``prove`` times it and wraps the result in a ``ProofResult``.
+A strategy is registered with ``STRATEGIES.register(name, run, cost=..., summary=..., refuses=...)``
+below; ``run(model_or_tables, dist, *, counter, **options) -> certified`` returns the exact
+number of inputs of ``dist`` (a ``Distribution``) it certifies correct and adds every
+floating-point operation it performs to ``counter`` (a ``maxk.flops.FlopCounter``; enclosing the
+tables is part of the proof and is counted). Its options are its keyword-only parameters.
+``prove`` checks the declared refusals, times the run and builds the ``ProofResult``.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable
 
-from ..distributions import check_distribution, n_sequences
+from ..circuits import CircuitTables
+from ..distributions import Distribution, resolve
 from ..errors import MaxkError
+from ..exact import EXHAUSTIVE_LIMIT
 from ..flops import FlopCounter
-from .base import ProofResult
+from ..registry import Refusal, Registry, multi_head
+from ..results import ProofResult
 from .brute import COST as BRUTE_COST
 from .brute import prove_brute
 from .cubic import COST as CUBIC_COST
 from .cubic import prove_cubic
+from .enclose import IntervalTables
+from .subcubic import SUBCUBIC_VARIANTS
 
+StrategyFn = Callable[..., int]
 
-@dataclass(frozen=True)
-class Strategy:
-    """A registered proof strategy: ``run(model, dist, counter) -> certified count``."""
+STRATEGIES: Registry[StrategyFn] = Registry("proof strategy")
 
-    name: str
-    run: Callable[..., int]
-    cost: str
-    summary: str
+_SINGLE_HEAD = multi_head("supports single-head models only (n_heads = 1); use --strategy brute for multi-head models")
 
-
-STRATEGIES: dict[str, Strategy] = {}
-
-
-def register(name: str, run: Callable[..., int], cost: str, summary: str) -> None:
-    """Add a strategy under ``name`` (names are unique)."""
-    if name in STRATEGIES:
-        raise ValueError(f"strategy {name!r} already registered")
-    STRATEGIES[name] = Strategy(name, run, cost, summary)
-
-
-register("brute", prove_brute, BRUTE_COST, "every input certified by its own enclosed margin")
-register("cubic", prove_cubic, CUBIC_COST, "per (max, query, copies, token): worst arrangement, exact over outputs")
-
-# ---- subcubic strategies (owned by the subcubic work; names start with "subcubic", plus
-# ---- "direct-quadratic" / "attention-quadratic" variants). Register them here, e.g.
-# ---- from .subcubic import ...; register("subcubic-svd", prove_subcubic_svd, "O(...)", "...")
-from .subcubic import COSTS as _SUBCUBIC_COSTS  # noqa: E402
-from .subcubic import STRATEGIES as _SUBCUBIC  # noqa: E402
-from .subcubic import SUMMARIES as _SUBCUBIC_SUMMARIES  # noqa: E402
-
-for _name, _run in _SUBCUBIC.items():
-    register(_name, _run, _SUBCUBIC_COSTS[_name], _SUBCUBIC_SUMMARIES[_name])
-# ---- end of subcubic strategies
+STRATEGIES.register(
+    "brute", prove_brute, cost=BRUTE_COST, summary="every input certified by its own enclosed margin",
+    refuses=(Refusal(f"needs at most {EXHAUSTIVE_LIMIT:.0e} inputs (n^k); use --strategy cubic",
+                     lambda cfg, dist: cfg.d_vocab**cfg.n_ctx > EXHAUSTIVE_LIMIT),))
+STRATEGIES.register(
+    "cubic", prove_cubic, cost=CUBIC_COST,
+    summary="per (max, query, copies, token): worst arrangement, exact over outputs", refuses=(_SINGLE_HEAD,))
+for _v in SUBCUBIC_VARIANTS:
+    STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(_SINGLE_HEAD,))
 
 
 def strategy_names() -> list[str]:
     """Registered strategy names, in registration order."""
-    return list(STRATEGIES)
-
-
-def prove(model, strategy: str, dist: str = "uniform") -> ProofResult:
-    """Run one proof strategy on ``model`` for input distribution ``dist``.
-
-    Returns a ``ProofResult`` whose ``bound`` = certified / n_sequences (rounded down to a float)
-    is a lower bound on the
-    exact real-number model's accuracy, with the FLOPs the verification performed (counted as it
-    ran) and its wall time. Raises MaxkError for an unknown strategy or a model it cannot handle."""
-    if strategy not in STRATEGIES:
-        raise MaxkError(f"unknown proof strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} or 'all'")
-    cfg = model.cfg
-    check_distribution(dist, cfg.n, cfg.k)
-    st = STRATEGIES[strategy]
-    counter = FlopCounter()
-    t0 = time.perf_counter()
-    certified = int(st.run(model, dist, counter))
-    seconds = time.perf_counter() - t0
-    total = n_sequences(dist, cfg.n, cfg.k)
-    if not 0 <= certified <= total:
-        raise AssertionError(f"strategy {strategy} certified {certified} of {total} inputs")
-    bound = fraction_down(certified, total)
-    return ProofResult(strategy, bound, certified, total, counter.total, seconds, st.cost, dist)
+    return STRATEGIES.names()
 
 
 def fraction_down(num: int, den: int) -> float:
@@ -94,17 +58,49 @@ def fraction_down(num: int, den: int) -> float:
     return x
 
 
-def prove_all(model, dist: str = "uniform", strategies: list[str] | None = None,
-              skip_unsupported: bool = True) -> list[ProofResult]:
-    """Run several strategies (default: all registered) in order. With ``skip_unsupported``, a
-    strategy that raises MaxkError for this model (e.g. too many inputs for brute force) is
-    left out rather than failing the whole run (a bad distribution still raises)."""
-    check_distribution(dist, model.cfg.n, model.cfg.k)
+def prove(model_or_tables, strategy: str, dist: str | Distribution = "uniform", *,
+          counter: FlopCounter | None = None, **options) -> ProofResult:
+    """Run proof strategy ``strategy`` on a model (or its ``IntervalTables``) for ``dist``.
+
+    The ``ProofResult``'s ``bound`` (certified / N, rounded down) is a lower bound on the exact
+    real-number model's accuracy; ``flops`` is what the verification performed (added to
+    ``counter`` too, if given) and ``seconds`` its wall time. ``options`` are the strategy's
+    declared options (None values dropped). MaxkError for an unknown strategy or option, a bad
+    distribution, or an input the strategy declares it refuses."""
+    st = STRATEGIES.get(strategy)
+    if isinstance(model_or_tables, CircuitTables):
+        raise MaxkError("proofs need the model (its tables are enclosed from the float32 weights), "
+                        "not float64 circuit tables")
+    cfg = model_or_tables.cfg
+    d = resolve(dist, cfg.n, cfg.k)
+    reason = st.refusal(cfg, d)
+    if reason is not None:
+        raise MaxkError(f"strategy {strategy!r} {reason}")
+    if isinstance(model_or_tables, IntervalTables) and strategy not in ("brute", "cubic"):
+        raise MaxkError(f"strategy {strategy!r} needs the model's weights, not enclosed tables")
+    options = st.check_options(options)
+    counter = FlopCounter() if counter is None else counter
+    start = counter.total
+    t0 = time.perf_counter()
+    certified = int(st.run(model_or_tables, d, counter=counter, **options))
+    seconds = time.perf_counter() - t0
+    total = d.n_sequences(cfg.n, cfg.k)
+    if not 0 <= certified <= total:
+        raise AssertionError(f"strategy {strategy} certified {certified} of {total} inputs")
+    return ProofResult(method=strategy, dist=d.name, n_sequences=total, seconds=seconds,
+                       flops=counter.total - start, options=options, bound=fraction_down(certified, total),
+                       certified=certified, cost=st.cost)
+
+
+def prove_all(model, dist: str | Distribution = "uniform", strategies: list[str] | None = None,
+              skip_refused: bool = True) -> list[ProofResult]:
+    """Run several strategies (default: all registered) in order. With ``skip_refused``, a
+    strategy that declares it refuses this model is left out rather than failing the run (a bad
+    distribution or an unknown strategy still raises)."""
+    d = resolve(dist, model.cfg.n, model.cfg.k)
     out = []
     for name in strategies if strategies is not None else strategy_names():
-        try:
-            out.append(prove(model, name, dist))
-        except MaxkError:
-            if not skip_unsupported:
-                raise
+        if skip_refused and STRATEGIES.get(name).refusal(model.cfg, d) is not None:
+            continue
+        out.append(prove(model, name, d))
     return out

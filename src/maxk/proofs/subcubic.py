@@ -46,19 +46,20 @@ Strategies (``STRATEGIES`` below; each returns the certified count and counts it
     attention-quadratic  mean+diff EQKE and the direct path from O(n·d) pieces
     subcubic-split       as subcubic, with outputs below and above the max bounded separately
                          (max over o split in two before decoupling: tighter, ~1.2x the FLOPs)
-Costs are in each function's docstring and in ``COSTS``. Every floating-point step that a
+Costs are in each function's docstring and in ``SUBCUBIC_VARIANTS``. Every floating-point step that a
 decision depends on is enclosed (``maxk.proofs.enclose``); a comparison too close to call fails,
 which only drops inputs.
 """
 from __future__ import annotations
 
-from math import perm
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..distributions import check_distribution
+from ..distributions import Distribution, get_distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
+from ..registry import Refusal, Refused
 from .common import require_single_head
 from .enclose import ETA, EXP_REL, Interval, add, exp, mul_scalar, mul_upper, point, sub, up
 from .lowrank import eqke_meandiff, eqke_svd, matmul_cs, qk_pieces, row_norms_up
@@ -72,9 +73,7 @@ __all__ = [
     "certify_gaps",
     "count_certified",
     "subcubic_certified",
-    "STRATEGIES",
-    "COSTS",
-    "SUMMARIES",
+    "SUBCUBIC_VARIANTS",
 ]
 
 
@@ -378,30 +377,22 @@ def _certify_gaps(pc: SubcubicPieces, counter: FlopCounter) -> np.ndarray:
     return out
 
 
-def count_certified(T: np.ndarray, k: int, dist: str) -> int:
+def count_certified(T: np.ndarray, k: int, dist: str | Distribution) -> int:
     """Exact number of inputs of ``dist`` covered by the thresholds T [n_q, n_max] (see
-    ``certify_gaps``). Cost: O(n²) integer operations (not floating point)."""
+    ``certify_gaps``): for each (q, m) with T >= -1, the inputs whose non-max tokens are all <= T.
+    Cost: O(n²) integer operations (not floating point)."""
     n = T.shape[0]
-    f = k - 1
+    dist = get_distribution(dist)
     total = 0
     for q in range(n):
         for m in range(q, n):
             t = int(T[q, m])
-            if t < -1:
-                continue
-            a = t + 1  # allowed non-max tokens 0..t
-            if q < m and f == 0:
-                continue  # with k = 1 the query is the max
-            if dist == "uniform":
-                total += (a + 1) ** f if q == m else (a + 1) ** f - a**f
-            elif q == m:
-                total += perm(a, f)
-            else:
-                total += f * perm(a - (1 if q <= t else 0), f - 1)
+            if t >= -1:
+                total += dist.count_below(k, m, q, t)
     return total
 
 
-def subcubic_certified(model, dist: str = "uniform", counter: FlopCounter | None = None, *,
+def subcubic_certified(model, dist: str | Distribution = "uniform", counter: FlopCounter | None = None, *,
                        attention: str = "keydir", rank: int = 2, direct: str = "full",
                        split: bool = False, strategy: str = "subcubic") -> int:
     """Certified count for ``dist`` with the chosen EQKE bound (``attention`` = "keydir": mean +
@@ -417,7 +408,7 @@ def subcubic_certified(model, dist: str = "uniform", counter: FlopCounter | None
     c = counter if counter is not None else FlopCounter()
     require_single_head(model, strategy)
     n, k = model.cfg.n, model.cfg.k
-    check_distribution(dist, n, k)
+    dist = resolve(dist, n, k)
     pieces = qk_pieces(model, c)
     if attention == "svd":
         eqke = eqke_svd(pieces, rank, c)
@@ -429,45 +420,42 @@ def subcubic_certified(model, dist: str = "uniform", counter: FlopCounter | None
                                       split=split)
     for name, arr in (("EQKE", eqke.lo), ("EQKE", eqke.hi), ("EQKP", eqkp.lo), ("EQKP", eqkp.hi)):
         if not np.all(np.isfinite(arr)):
-            raise MaxkError(f"{name} enclosure is not finite: the weights are too large for strategy {strategy!r}")
+            raise Refused(FINITE, f"{name} enclosure is not finite")
     T = certify_gaps(SubcubicPieces(eqke, eqkp, W, D, Pv, empty), c)
     return count_certified(T, k, dist)
 
 
-def _make(**kw):
-    name = kw["strategy"]
-
-    def run(model, dist: str, counter: FlopCounter) -> int:
-        return subcubic_certified(model, dist, counter, **kw)
-
-    run.__name__ = "prove_" + name.replace("-", "_")
-    run.__doc__ = f"Strategy {name!r}: certified count ({COSTS[name]}). See maxk.proofs.subcubic."
-    return run
+FINITE = Refusal("needs finite enclosures of EQKE and EQKP (the weights are too large)")
 
 
-COSTS = {
-    "subcubic": "O(n^2 d + n^2 k log n)",
-    "subcubic-svd": "O(n^2 d + n d^2 + d^3 + n^2 k log n)",
-    "subcubic-meandiff": "O(n^2 d + n^2 k log n)",
-    "direct-quadratic": "O(n^2 d_head + n d d_head + n^2 k log n)",
-    "attention-quadratic": "O(n^2 d_head + n d d_head + n^2 k log n)",
-    "subcubic-split": "O(n^2 d + n^2 k log n)",
-}
+@dataclass(frozen=True)
+class SubcubicVariant:
+    """One registered member of the family: its name, settings, cost and summary."""
 
-SUMMARIES = {
-    "subcubic": "EQKE as mean + per-row difference with the key direction exact; per-(max, query) gaps",
-    "subcubic-svd": "EQKE as a rank-2 SVD main term + Cauchy-Schwarz tail; per-(max, query) gaps",
-    "subcubic-meandiff": "EQKE as mean query row + norm-bounded per-row difference; gaps",
-    "direct-quadratic": "as subcubic, direct path bounded from O(n d) pieces (no n x n EUPU)",
-    "attention-quadratic": "mean+diff EQKE and direct path from O(n d) pieces; gaps",
-    "subcubic-split": "as subcubic, outputs below / above the max bounded separately",
-}
+    name: str
+    settings: dict
+    cost: str
+    summary: str
 
-STRATEGIES = {
-    "subcubic": _make(strategy="subcubic", attention="keydir", direct="full"),
-    "subcubic-svd": _make(strategy="subcubic-svd", attention="svd", rank=2, direct="full"),
-    "subcubic-meandiff": _make(strategy="subcubic-meandiff", attention="meandiff", direct="full"),
-    "direct-quadratic": _make(strategy="direct-quadratic", attention="keydir", direct="quadratic"),
-    "attention-quadratic": _make(strategy="attention-quadratic", attention="meandiff", direct="quadratic"),
-    "subcubic-split": _make(strategy="subcubic-split", attention="keydir", direct="full", split=True),
-}
+    def run(self, model, dist: Distribution, *, counter: FlopCounter) -> int:
+        """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
+        return subcubic_certified(model, dist, counter, strategy=self.name, **self.settings)
+
+
+SUBCUBIC_VARIANTS = (
+    SubcubicVariant("subcubic", dict(attention="keydir", direct="full"), "O(n^2 d + n^2 k log n)",
+                    "EQKE as mean + per-row difference with the key direction exact; per-(max, query) gaps"),
+    SubcubicVariant("subcubic-svd", dict(attention="svd", rank=2, direct="full"),
+                    "O(n^2 d + n d^2 + d^3 + n^2 k log n)",
+                    "EQKE as a rank-2 SVD main term + Cauchy-Schwarz tail; per-(max, query) gaps"),
+    SubcubicVariant("subcubic-meandiff", dict(attention="meandiff", direct="full"), "O(n^2 d + n^2 k log n)",
+                    "EQKE as mean query row + norm-bounded per-row difference; gaps"),
+    SubcubicVariant("direct-quadratic", dict(attention="keydir", direct="quadratic"),
+                    "O(n^2 d_head + n d d_head + n^2 k log n)",
+                    "as subcubic, direct path bounded from O(n d) pieces (no n x n EUPU)"),
+    SubcubicVariant("attention-quadratic", dict(attention="meandiff", direct="quadratic"),
+                    "O(n^2 d_head + n d d_head + n^2 k log n)",
+                    "mean+diff EQKE and direct path from O(n d) pieces; gaps"),
+    SubcubicVariant("subcubic-split", dict(attention="keydir", direct="full", split=True), "O(n^2 d + n^2 k log n)",
+                    "as subcubic, outputs below / above the max bounded separately"),
+)

@@ -1,0 +1,35 @@
+"""Small exact-arithmetic helpers the distributions share."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import comb as scipy_comb
+
+
+def comb_float(a: np.ndarray, r: int) -> np.ndarray:
+    """C(a, r) elementwise for integer arrays a (0 where a < r), as float64."""
+    return np.asarray(scipy_comb(a, r, exact=False), dtype=np.float64) * (np.asarray(a) >= r)
+
+
+def comb_any(a, b):
+    """Binomial coefficients C(a, b) as floats, elementwise (0 where b > a or b < 0)."""
+    return scipy_comb(a, b, exact=False)
+
+
+def pack_cases(parts) -> dict[str, np.ndarray]:
+    """Concatenate case tuples (m, q, c, t2, c2, r2, prob) into named arrays."""
+    names = ("m", "q", "c", "t2", "c2", "r2")
+    out = {name: np.concatenate([np.asarray(p[i], dtype=np.int64) for p in parts]) for i, name in enumerate(names)}
+    out["prob"] = np.concatenate([np.asarray(p[6], dtype=np.float64) for p in parts])
+    return out
+
+
+def int_dtype(m: int, f: int):
+    """int64 while counts (at most m^f tuples) fit, else exact Python ints."""
+    return np.int64 if m**f < 2**62 else object
+
+
+def shuffle_rows(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row of x [b, c] permuted uniformly at random."""
+    if x.shape[1] <= 1:
+        return x
+    return np.take_along_axis(x, rng.random(x.shape).argsort(axis=1), axis=1)
