@@ -23,6 +23,7 @@ from maxk.proofs.brute import brute_certified
 from maxk.proofs.cubic import certified_sets, cubic_certified
 from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import STRATEGIES, prove, prove_all
+from maxk.registry import Refused
 
 from .helpers import arb_tables, max_like_model, random_model
 
@@ -60,18 +61,23 @@ def adversarial(model, which: int = 0) -> MaxKTransformer:
     return model
 
 
-def _check_all(model, dists=("uniform", "distinct")) -> None:
-    """Every registered strategy's bound <= the exact accuracy (strategies that refuse a model
-    must do so with a MaxkError)."""
+def _check_all(model, dists=(UNIFORM, DISTINCT)) -> None:
+    """Every registered strategy's bound <= the exact accuracy. A strategy may refuse a model
+    only as it declared (``Method.refuses``): in advance, or while running with ``Refused``."""
     n, k = model.cfg.n, model.cfg.k
     for dist in dists:
-        if dist == "distinct" and k > n:
+        if not dist.allows_repeats and k > n:
             continue
         ev = evaluate(model, dist)
-        for name in STRATEGIES:
+        for name, method in STRATEGIES.items():
+            if method.refusal(model.cfg, dist) is not None:
+                with pytest.raises(MaxkError):
+                    prove(model, name, dist)
+                continue
             try:
                 r = prove(model, name, dist)
-            except MaxkError:
+            except Refused as e:
+                assert e.refusal in method.refuses, (name, e)
                 continue
             assert r.certified <= ev.correct, (name, dist, r.certified, ev.correct)
             assert r.bound <= ev.accuracy
@@ -102,6 +108,20 @@ def test_max_like_noised_and_adversarial_models_sound(n, k, seed, noise, adv):
     if adv >= 0:
         model = adversarial(model, adv)
     _check_all(model)
+
+
+@pytest.mark.parametrize("dist", [UNIFORM, DISTINCT], ids=lambda d: d.name)
+@pytest.mark.parametrize("n,k", [(10, 4), (12, 3)])
+def test_every_strategy_certifies_a_clean_max_like_model(dist, n, k):
+    """Not vacuous, for every registered strategy: on a clean max-like model each must certify
+    at least half of the inputs (a strategy that certifies nothing fails here)."""
+    model = max_like_model(n, k, 0, 0.0)
+    ev = evaluate(model, dist)
+    assert ev.accuracy == 1.0
+    for name, method in STRATEGIES.items():
+        assert method.refusal(model.cfg, dist) is None, name
+        r = prove(model, name, dist)
+        assert r.bound >= 0.5, (name, r.bound)
 
 
 def test_max_like_model_is_proved_well():

@@ -76,8 +76,8 @@ class Distribution(ABC):
 
     @abstractmethod
     def count_below(self, k: int, m: int, q: int, t: int) -> int:
-        """Number of inputs with max m, query q <= m and every non-max token <= t (t < m; t = -1:
-        every free position holds m). Cost O(1)."""
+        """Number of inputs with max m, query q <= m and every non-max token at a free position
+        <= t (t < m; t = -1: every free position holds m). Cost O(1)."""
 
     @abstractmethod
     def support_rows(self, tokens: np.ndarray) -> np.ndarray | None:

@@ -74,8 +74,8 @@ class Distinct(Distribution):
         for q in range(m + 1):
             if q < m and f == 0:
                 continue
-            ccs = [f] if q == m else ([f - 1] if f - 1 >= 1 else [])
-            for cc in ccs:
+            cc = f if q == m else f - 1  # every free token other than the single m is non-max
+            if cc >= 1:
                 yield q, cc, (f if q < m else 1)  # where the single m sits among the free positions
 
     def count_tokens(self, allowed: np.ndarray, q: int, cc: int) -> int:

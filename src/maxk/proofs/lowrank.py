@@ -98,7 +98,7 @@ def qk_pieces(model, counter: FlopCounter) -> QKPieces:
     return QKPieces(qt, kt, attn_scale_interval(model.cfg))
 
 
-def _abs_up(a: Interval) -> np.ndarray:
+def abs_up(a: Interval) -> np.ndarray:
     """max(|lo|, |hi|): an upper bound on |x| for x in a (exact, no rounding)."""
     return np.maximum(np.abs(a.lo), np.abs(a.hi))
 
@@ -107,7 +107,7 @@ def row_norms_up(a: Interval, counter: FlopCounter) -> np.ndarray:
     """Upper bounds on the Euclidean norms of the rows of every matrix in a [r, p]: [r].
     Squares rounded up, the sum bounded as a nonnegative matmul, sqrt (correctly rounded) rounded
     up. Cost: O(r·p)."""
-    x = _abs_up(a)
+    x = abs_up(a)
     counter.add(2 * x.size, "abs")
     sq = up(x * x, counter)
     counter.add(sq.size, "square")

@@ -19,14 +19,14 @@ from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..exact import EXHAUSTIVE_LIMIT
 from ..flops import FlopCounter
-from ..registry import Refusal, Registry, multi_head
+from ..registry import Refusal, Refused, Registry, multi_head
 from ..results import ProofResult
 from .brute import COST as BRUTE_COST
 from .brute import prove_brute
 from .cubic import COST as CUBIC_COST
 from .cubic import prove_cubic
 from .enclose import IntervalTables
-from .subcubic import SUBCUBIC_VARIANTS
+from .subcubic import FINITE, SUBCUBIC_VARIANTS
 
 StrategyFn = Callable[..., int]
 
@@ -42,7 +42,7 @@ STRATEGIES.register(
     "cubic", prove_cubic, cost=CUBIC_COST,
     summary="per (max, query, copies, token): worst arrangement, exact over outputs", refuses=(_SINGLE_HEAD,))
 for _v in SUBCUBIC_VARIANTS:
-    STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(_SINGLE_HEAD,))
+    STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(_SINGLE_HEAD, FINITE))
 
 
 def strategy_names() -> list[str]:
@@ -82,7 +82,13 @@ def prove(model_or_tables, strategy: str, dist: str | Distribution = "uniform", 
     counter = FlopCounter() if counter is None else counter
     start = counter.total
     t0 = time.perf_counter()
-    certified = int(st.run(model_or_tables, d, counter=counter, **options))
+    try:
+        certified = int(st.run(model_or_tables, d, counter=counter, **options))
+    except Refused as e:
+        if e.refusal not in st.refuses:
+            raise AssertionError(f"strategy {strategy!r} refused with an undeclared reason: {e}") from e
+        e.args = (f"strategy {strategy!r} {e}",)
+        raise
     seconds = time.perf_counter() - t0
     total = d.n_sequences(cfg.n, cfg.k)
     if not 0 <= certified <= total:
@@ -102,5 +108,9 @@ def prove_all(model, dist: str | Distribution = "uniform", strategies: list[str]
     for name in strategies if strategies is not None else strategy_names():
         if skip_refused and STRATEGIES.get(name).refusal(model.cfg, d) is not None:
             continue
-        out.append(prove(model, name, d))
+        try:
+            out.append(prove(model, name, d))
+        except Refused:  # a declared refusal decided while running
+            if not skip_refused:
+                raise
     return out

@@ -61,8 +61,8 @@ from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..registry import Refusal, Refused
 from .common import require_single_head
-from .enclose import ETA, EXP_REL, Interval, add, exp, mul_scalar, mul_upper, point, sub, up
-from .lowrank import eqke_meandiff, eqke_svd, matmul_cs, qk_pieces, row_norms_up
+from .enclose import ETA, EXP_REL, Interval, add, exp, matmul_abs_up, mul_scalar, mul_upper, point, sub, up
+from .lowrank import abs_up, eqke_meandiff, eqke_svd, matmul_cs, qk_pieces, row_norms_up
 
 __all__ = [
     "SubcubicPieces",
@@ -194,22 +194,32 @@ def direct_quadratic_up(resq: Interval, WU: Interval, cvec: Interval, counter: F
     """D [n_q, n_max] >= max_{o≠m} EUPU[q, o] − EUPU[q, m] without the n×n product.
 
     With μ the mean query residual and Ū the mean unembedding column (any floats are sound),
-    δ_q = resq[q] − μ, u_o = μ·U_o + cvec_o and ρ_o >= ||U_o − Ū||, ν_q >= ||δ_q||:
+    δ_q = resq[q] − μ, u_o = μ·U_o + cvec_o, and x[q, o] >= |δ_q·(U_o − Ū)|:
         EUPU[q, o] − EUPU[q, m] = u_o − u_m + δ_q·(U_o − Ū) − δ_q·(U_m − Ū)
-                                <= (u_o + ν_q ρ_o) − u_m + ν_q ρ_m.
-    Cost: O(n·d) for the pieces (u, ρ, ν), O(n²) to combine them."""
+                                <= (u_o + x[q, o]) − u_m + x[q, m].
+    x is the smaller of two bounds, each from O(n·d) pieces: Cauchy–Schwarz ν_q ρ_o with
+    ρ_o >= ||U_o − Ū||, ν_q >= ||δ_q||, and the coordinatewise Σ_j Δ_j |U_oj − Ū_j| with
+    Δ_j >= max_q |δ_qj| (exact zero where the residuals and the unembedding's variation live in
+    different coordinates). Cost: O(n·d) for the pieces (u, ρ, ν, Δ), O(n²) to combine them."""
     n, d = resq.shape
     mu = (0.5 * (resq.lo + resq.hi)).mean(axis=0)
     ubar = (0.5 * (WU.lo + WU.hi)).mean(axis=1)
     counter.add(2 * resq.lo.size + 2 * WU.lo.size, "means")
     u = add(matmul_cs(point(mu[None, :]), WU, counter), cvec, counter)[0]  # [n]
-    rho = row_norms_up(sub(Interval(WU.lo.T, WU.hi.T), point(ubar[None, :]), counter), counter)  # [n]
-    nu = row_norms_up(sub(resq, point(mu[None, :]), counter), counter)  # [n]
-    z = up(u.hi[None, :] + up(nu[:, None] * rho[None, :], counter), counter)  # [q, o]
-    counter.add(2 * z.size, "combine")
+    dU = sub(Interval(WU.lo.T, WU.hi.T), point(ubar[None, :]), counter)  # [n_out, d]
+    dq = sub(resq, point(mu[None, :]), counter)  # [n_q, d]
+    rho = row_norms_up(dU, counter)  # [n]
+    nu = row_norms_up(dq, counter)  # [n]
+    Delta = abs_up(dq).max(axis=0)  # [d]
+    coord = matmul_abs_up(abs_up(dU), Delta[:, None], counter)[:, 0]  # [n_out]
+    counter.add(4 * dq.lo.size + 2 * dU.lo.size, "abs")
+    cross = np.minimum(up(nu[:, None] * rho[None, :], counter), coord[None, :])  # [q, o] >= |δ_q·(U_o − Ū)|
+    counter.add(2 * cross.size, "cross terms")
+    z = up(u.hi[None, :] + cross, counter)  # [q, o]
+    counter.add(z.size, "combine")
     best = margin_up(Interval(np.zeros_like(z), z), counter)  # max_{o≠m} z[q, o] − 0
-    out = up(up(best - u.lo[None, :], counter) + up(nu[:, None] * rho[None, :], counter), counter)
-    counter.add(3 * out.size, "combine")
+    out = up(up(best - u.lo[None, :], counter) + cross, counter)
+    counter.add(2 * out.size, "combine")
     return out
 
 
