@@ -17,15 +17,19 @@ from maxk.distributions import DISTINCT, DISTRIBUTIONS, UNIFORM, Distribution, g
 from maxk.errors import MaxkError
 from maxk.flops import FlopCounter
 
-KERNELS = [UNIFORM, DISTINCT]
+KERNELS = [get_distribution(name) for name in DISTRIBUTIONS]  # every registered distribution
 
 
 def _support(d: Distribution, n: int, k: int) -> np.ndarray:
-    """Every input with nonzero probability, by brute force: [N, k]."""
-    seqs = np.array(list(itertools.product(range(n), repeat=k)), dtype=np.int64).reshape(-1, k)
-    if not d.allows_repeats:
-        seqs = seqs[[len(set(s)) == k for s in seqs.tolist()]]
-    return seqs
+    """Every input with nonzero probability: the law as enumerated, [N, k]."""
+    return d.enumerate(n, k)
+
+
+@pytest.mark.parametrize("n,k", [(2, 1), (3, 3), (5, 2), (4, 4)])
+def test_enumeration_is_the_stated_law(n, k):
+    every = [tuple(x) for x in itertools.product(range(n), repeat=k)]
+    assert [tuple(x) for x in UNIFORM.enumerate(n, k).tolist()] == every
+    assert [tuple(x) for x in DISTINCT.enumerate(n, k).tolist()] == [x for x in every if len(set(x)) == k]
 
 
 @st.composite

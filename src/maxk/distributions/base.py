@@ -79,6 +79,15 @@ class Distribution(ABC):
         """Number of inputs with max m, query q <= m and every non-max token at a free position
         <= t (t < m; t = -1: every free position holds m). Cost O(1)."""
 
+    def enumerate(self, n: int, k: int) -> np.ndarray:
+        """Every input with nonzero probability, in lexicographic order: [N, k] int64 (small n, k
+        only: the statement of the law every other count is tested against). Cost O(n^k·k)."""
+        if n**k > 1 << 24:
+            raise MaxkError(f"enumeration of {n}^{k} inputs is too large")
+        grid = np.indices((n,) * k).reshape(k, -1).T.astype(np.int64) if k else np.zeros((1, 0), np.int64)
+        keep = self.support_rows(grid)
+        return grid if keep is None else grid[keep]
+
     @abstractmethod
     def support_rows(self, tokens: np.ndarray) -> np.ndarray | None:
         """Which rows of ``tokens`` [b, p] (some positions of an input) can occur together in one
