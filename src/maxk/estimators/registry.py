@@ -35,8 +35,8 @@ EstimatorFn = Callable[..., "float | EstimateValue"]
 
 ESTIMATORS: Registry[EstimatorFn] = Registry("estimator")
 
-_SINGLE_HEAD = multi_head("supports single-head models only (n_heads = 1); sampling, stratified and "
-                          "systematic handle several heads")
+_SINGLE_HEAD = multi_head("supports single-head models only (n_heads = 1); cumulant, sampling, "
+                          "stratified and systematic handle several heads")
 
 ESTIMATORS.register("sampling", sampling, cost="O(samples·h·k·n)",
                     summary="plain Monte Carlo over inputs drawn from the distribution")
@@ -50,8 +50,7 @@ ESTIMATORS.register("bins", bins, cost="O(n^4 + n^2 k b^2 log b + cases·b·n)",
                     summary="Wu's bin propagation, generalised: exact cases, binned low-token sums",
                     refuses=(_SINGLE_HEAD,))
 ESTIMATORS.register("cumulant", cumulant, cost="O(h^2 n^3 + strata·h^2·n·(n + k))",
-                    summary="covariance propagation over exact strata, heavy tokens conditioned on",
-                    refuses=(_SINGLE_HEAD,))
+                    summary="covariance propagation over exact strata, heavy tokens conditioned on")
 
 
 def options_of(method: str) -> set[str]:
