@@ -95,3 +95,25 @@ def test_import_converts(tmp_path, small_model):
     proc = maxk_cli("import", pth, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert checkpoint.load(out).cfg == m.cfg
+
+
+def test_estimate_list_needs_no_model():
+    from maxk.estimators.registry import ESTIMATORS
+
+    proc = maxk_cli("estimate", "--list")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for name, m in ESTIMATORS.items():
+        at = lines.index(f"{name:24s} {m.cost:16s} {m.summary}")
+        block = []
+        for line in lines[at + 1:]:
+            if not line.startswith("    "):
+                break
+            block.append(line)
+        opts = [b for b in block if b.startswith("    options: ")]
+        assert len(opts) == (1 if m.options else 0)
+        for opt, default in m.options.items():
+            assert f"{opt}={default!r}" in opts[0]
+        assert [b for b in block if b.startswith("    refuses: ")] == [f"    refuses: {r.reason}" for r in m.refuses]
+    for method, opt, flag in (("bins", "n_bins", "--bins"), ("systematic", "levels", "--levels")):
+        assert f"{opt}={ESTIMATORS[method].options[opt]!r} ({flag})" in proc.stdout

@@ -86,5 +86,7 @@ def test_prove_errors_are_one_line(model_file, tmp_path):
 def test_prove_list():
     res = _run("prove", "--list")
     assert res.exit_code == 0
-    for name in STRATEGIES:
-        assert name in res.stdout
+    for name, st in STRATEGIES.items():
+        assert f"{name:24s} {st.cost:16s} {st.summary}" in res.stdout
+        for r in st.refuses:
+            assert f"    refuses: {r.reason}" in res.stdout

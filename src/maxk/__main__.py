@@ -1,3 +1,5 @@
+"""``python -m maxk``: the ``maxk`` command."""
 from .cli import run
 
-run()
+if __name__ == "__main__":
+    run()

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from . import checkpoint
+from .distributions import DISTRIBUTIONS
+from .estimators.registry import estimate
+from .exact import evaluate
+from .proofs.frontier import plot_frontier
+from .proofs.registry import prove_all
 
 
 def run_demo(out_dir: str | Path) -> None:
     """Evaluate the shipped model exactly, prove bounds on its accuracy (with the Pareto plot in
     ``out_dir``) and estimate its soft accuracy heuristically; print a summary of each."""
-    from . import checkpoint
-    from .estimators.registry import estimate
-    from .exact import evaluate
-    from .proofs.frontier import plot_frontier
-    from .proofs.registry import prove_all
+    from rich.console import Console  # rich only when the demo runs: keeps `maxk --help` fast
+    from rich.table import Table
 
     console = Console()
     out_dir = Path(out_dir)
@@ -24,7 +25,7 @@ def run_demo(out_dir: str | Path) -> None:
                   f"d_head={cfg.d_head} heads={cfg.n_heads}, seed {rec.get('seed')}, {rec.get('steps')} steps, "
                   f"final training loss {rec.get('final_loss', float('nan')):.3g}")
     exact = {}
-    for dist in ("uniform", "distinct"):
+    for dist in DISTRIBUTIONS:
         r = exact[dist] = evaluate(model, dist)
         console.print(f"  exact ({dist}): accuracy {r.accuracy:.6f} ({r.correct:,}/{r.n_sequences:,}), "
                       f"soft accuracy {r.soft_accuracy:.6f}, loss {r.loss:.4g}  ({r.seconds:.2f} s)")

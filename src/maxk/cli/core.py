@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import click
 
-from .cli import echo_json, main, progress_bar
-from .distributions import DISTRIBUTIONS
-
-DIST_OPTION = click.option(
-    "--dist", default="uniform", show_default=True, help=f"input distribution: {', '.join(DISTRIBUTIONS)}"
-)
+from .. import checkpoint
+from ..config import ModelConfig
+from ..demo import run_demo
+from ..distributions import resolve
+from ..exact import evaluate
+from ..sampling import evaluate_sampled
+from ..train import train as train_model
+from ._app import dist_option, echo_json, main, progress_bar
 
 
 @main.command()
@@ -26,10 +28,6 @@ DIST_OPTION = click.option(
 @click.option("--json", "as_json", is_flag=True, help="print the training record as JSON")
 def train(n, k, d_model, d_head, heads, seed, steps, batch, lr, weight_decay, out, as_json):
     """Train a model with the paper's recipe and save it as safetensors."""
-    from . import checkpoint
-    from .config import ModelConfig
-    from .train import train as train_model
-
     cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=d_model, d_head=d_head or d_model, n_heads=heads)
     bar, update = progress_bar("training", steps)
     with bar:
@@ -49,17 +47,12 @@ def train(n, k, d_model, d_head, heads, seed, steps, batch, lr, weight_decay, ou
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="output .safetensors")
 def import_(source, out):
     """Convert a TransformerLens .pth checkpoint to safetensors (no code from the file runs)."""
-    from . import checkpoint
-
     model = checkpoint.load(source)
     checkpoint.save(model, out, getattr(model, "training_record", None))
     click.echo(f"imported {source} -> {out} ({model.cfg.to_json()})")
 
 
 def _evaluate(model, dist: str, samples: int | None, seed: int, show_progress: bool = True):
-    from .exact import evaluate
-    from .sampling import evaluate_sampled
-
     if samples is not None:
         bar, update = progress_bar("sampling", samples, show_progress)
         with bar:
@@ -85,7 +78,7 @@ def _describe(res) -> str:
 
 @main.command("eval")
 @click.argument("model_path", metavar="MODEL", default="default")
-@DIST_OPTION
+@dist_option()
 @click.option("--samples", type=int, default=None, help="stratified sampling with this many inputs")
 @click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -94,9 +87,6 @@ def eval_(model_path, dist, samples, seed, as_json):
 
     MODEL is a maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default' (the
     shipped model)."""
-    from . import checkpoint
-    from .distributions import resolve
-
     model = checkpoint.load(model_path)
     resolve(dist, model.cfg.d_vocab, model.cfg.n_ctx)
     res = _evaluate(model, dist, samples, seed)
@@ -110,8 +100,6 @@ def eval_(model_path, dist, samples, seed, as_json):
 @click.argument("model_path", metavar="MODEL", default="default")
 def info(model_path):
     """Show a model's configuration and training record."""
-    from . import checkpoint
-
     model = checkpoint.load(model_path)
     echo_json({"config": model.cfg.to_dict(), "training": getattr(model, "training_record", None)})
 
@@ -121,6 +109,4 @@ def info(model_path):
               help="where plots go")
 def demo(out_dir):
     """Run the main analyses on the shipped paper-config model and print a summary."""
-    from .demo import run_demo
-
     run_demo(out_dir)

@@ -5,17 +5,18 @@ import time
 
 import click
 
-from .cli import MODEL_HELP, main, progress_bar
-from .errors import MaxkError
+from .. import checkpoint
+from ..atomic import write_text_atomic
+from ..config import ModelConfig
+from ..errors import MaxkError
+from ..estimators import bench
+from ..train import trained_model
+from ._app import MODEL_HELP, echo_json, main, progress_bar
 
 
 def _k10_base(path: str | None, log):
     """The k = 10 base model: ``path`` if given, else the recipe-trained n=64, k=10, d=32 model
     (seed 0, 3000 steps; cached after the first run, which trains it for several minutes)."""
-    from . import checkpoint
-    from .config import ModelConfig
-    from .train import trained_model
-
     if path is not None:
         return checkpoint.load(path)
     log("k10 base: training (or loading from cache) n=64, k=10, d=32, seed 0, 3000 steps")
@@ -42,12 +43,7 @@ def _k10_base(path: str | None, log):
 def estimate_bench(base_path, base4_path, models, ks, truth_samples, methods, seed, out, quick, as_json):
     """Run every method on noised k=10 (distinct) and k=4 (uniform) model families against truth;
     print bias, RMSE, worst error, FLOPs, seconds and the MSE ratio against Monte Carlo."""
-    from rich.console import Console
-
-    from . import checkpoint
-    from .atomic import write_text_atomic
-    from .estimators import bench
-    from .cli import echo_json
+    from rich.console import Console  # rich only when the bench runs: keeps `maxk --help` fast
 
     console = Console(stderr=True)
     log = (lambda s: console.print(s)) if not as_json else (lambda s: None)

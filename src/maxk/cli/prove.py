@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import click
 
-from .cli import echo_json, main
-from .distributions import DISTRIBUTIONS
+from .. import checkpoint
+from ..errors import MaxkError
+from ..exact import evaluate
+from ..proofs.frontier import plot_frontier
+from ..proofs.registry import STRATEGIES, prove, prove_all
+from ..sampling import evaluate_sampled
+from ._app import dist_option, echo_json, list_option, main
 
 _KEYS = ("method", "bound", "certified", "n_sequences", "flops", "seconds", "cost", "dist")
 
 
 def _true_accuracy(model, dist: str) -> tuple[float, str]:
     """Exact accuracy when exhaustive evaluation is feasible, else a 10^6-input stratified sample."""
-    from .errors import MaxkError
-    from .exact import evaluate
-    from .sampling import evaluate_sampled
-
     try:
         return evaluate(model, dist).accuracy, "true accuracy"
     except MaxkError:
@@ -25,26 +26,17 @@ def _true_accuracy(model, dist: str) -> tuple[float, str]:
 @click.argument("model_path", metavar="MODEL", required=False)
 @click.option("--strategy", "strategy", default="cubic", show_default=True,
               help="a proof strategy (see `maxk prove --list`) or 'all'")
-@click.option("--dist", type=click.Choice(DISTRIBUTIONS), default="uniform", show_default=True,
-              help="input distribution the bound is over")
+@dist_option("input distribution the bound is over", choice=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object, or a list for --strategy all")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="write bound vs FLOPs (PNG) with the brute-force point and the true accuracy")
-@click.option("--list", "list_only", is_flag=True, help="list the strategies and exit")
-def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
+@list_option(STRATEGIES, "list the strategies and exit")
+def prove_cmd(model_path, strategy, dist, as_json, plot_path):
     """Prove a lower bound on MODEL's accuracy.
 
     The bound holds for the exact real-number model with the checkpoint's weights: every
     floating-point step is enclosed and a too-close call counts against the bound. MODEL is a
     maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default' (the shipped model)."""
-    from . import checkpoint
-    from .errors import MaxkError
-    from .proofs.registry import STRATEGIES, prove, prove_all
-
-    if list_only:
-        for _name, st in STRATEGIES.items():
-            click.echo(f"{st.name:24s} {st.cost:16s} {st.summary}")
-        return
     if model_path is None:
         raise click.UsageError("missing argument MODEL")
     model = checkpoint.load(model_path)
@@ -57,8 +49,6 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
     else:
         raise MaxkError(f"unknown proof strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} or 'all'")
     if plot_path is not None:
-        from .proofs.frontier import plot_frontier
-
         acc, label = _true_accuracy(model, dist)
         cfg = model.cfg
         plot_frontier(results, acc, plot_path, f"{model_path}: n={cfg.n} k={cfg.k} ({dist})", label)
@@ -71,7 +61,7 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path, list_only):
         click.echo(f"{r.method}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
                    f"{r.flops:.3g} FLOPs, {r.seconds:.2f} s, cost {r.cost}")
     else:
-        from rich.console import Console
+        from rich.console import Console  # rich only for the table: keeps `maxk --help` fast
         from rich.table import Table
 
         table = Table(title=f"proofs ({dist}, {results[0].n_sequences:,} inputs)")
