@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 
 from maxk.circuits import CircuitTables
-from maxk.distributions import DISTINCT, get_distribution
 from maxk.config import ModelConfig
+from maxk.distributions import DISTINCT, get_distribution
 from maxk.errors import MaxkError
-from maxk.estimators.cumulant import Moments, cumulant_propagation, expected_softmax, stratum_moments
+from maxk.estimators.cumulant import (cumulant_propagation, expected_softmax, heavy, logits, populations, strata,
+                                      stratum_moments)
 from maxk.estimators.registry import ESTIMATORS, estimate
 from maxk.exact import evaluate
+from maxk.flops import FlopCounter
 from maxk.torch_threads import single_threaded
+
+from .moments_engine import Moments
 
 
 def _random_tables(n, k, H=1, seed=0, scale=1.0):
@@ -209,6 +213,32 @@ def test_registry_and_options():
         estimate(tab, "cumulant", "uniform", order=3)
     with pytest.raises(MaxkError):
         estimate(tab, "cumulant", "uniform", max_heavy=-1)
+    # the experiment switches are declared options, validated
+    opts = ESTIMATORS.get("cumulant").options
+    assert opts["heavy_path"] == "vectorised" and opts["ratio_correction"] is True and opts["lse_correction"] is True
+    for bad in ({"heavy_path": "fast"}, {"heavy_path": 1}, {"ratio_correction": "yes"}, {"lse_correction": 0}):
+        with pytest.raises(MaxkError) as err:
+            estimate(tab, "cumulant", "distinct", **bad)
+        assert "\n" not in str(err.value)
+    base = estimate(tab, "cumulant", "distinct").estimate
+    assert estimate(tab, "cumulant", "distinct", heavy_path="generic").estimate == pytest.approx(base, abs=1e-12)
+
+
+def test_correction_switches():
+    # each second-order mean correction can be switched off on its own, and changes the estimate;
+    # a switch does nothing where its correction is not formed
+    tab = _random_tables(10, 4, seed=7, scale=0.7)
+    full = cumulant_propagation(tab, "uniform")["estimate"]
+    no_ratio = cumulant_propagation(tab, "uniform", ratio_correction=False)["estimate"]
+    no_lse = cumulant_propagation(tab, "uniform", lse_correction=False)["estimate"]
+    assert abs(full - no_ratio) > 1e-9 and abs(full - no_lse) > 1e-9
+    # the Taylor read-out has no logsumexp correction
+    taylor = cumulant_propagation(tab, "uniform", readout="taylor")["estimate"]
+    assert cumulant_propagation(tab, "uniform", readout="taylor", lse_correction=False)["estimate"] == taylor
+    # mean propagation uses neither
+    first = cumulant_propagation(tab, "uniform", order=1)["estimate"]
+    off = cumulant_propagation(tab, "uniform", order=1, ratio_correction=False, lse_correction=False)
+    assert off["estimate"] == first
 
 
 def test_multi_head_runs_and_matches_truth_roughly():
@@ -227,18 +257,15 @@ def test_shipped_model_k4_uniform():
     assert abs(cumulant_propagation(tab, "uniform")["estimate"] - truth) < 0.001
 
 
-def test_vectorised_heavy_path_matches_generic(monkeypatch):
-    import maxk.estimators.cumulant as C
-
+def test_vectorised_heavy_path_matches_generic():
     for dist in ("distinct", "uniform"):
         tab = _random_tables(12, 4, seed=10, scale=1.0)
-        fast = C.cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
-        monkeypatch.setattr(C, "_GENERIC_HEAVY", True)
-        slow = C.cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
-        monkeypatch.setattr(C, "_GENERIC_HEAVY", False)
+        fast = cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
+        assert cumulant_propagation(tab, dist, tau=0.1, max_heavy=3, heavy_path="vectorised")["estimate"] == fast
+        slow = cumulant_propagation(tab, dist, tau=0.1, max_heavy=3, heavy_path="generic")["estimate"]
         assert fast == pytest.approx(slow, abs=1e-12)
         # and the split matters on this model (the test would catch a path that ignores it)
-        assert abs(fast - C.cumulant_propagation(tab, dist, max_heavy=0)["estimate"]) > 1e-4
+        assert abs(fast - cumulant_propagation(tab, dist, max_heavy=0)["estimate"]) > 1e-4
 
 
 # ---------------------------------------------------------------- linearised logit covariance
@@ -269,19 +296,16 @@ def _enumerate_stratum(tab, st, s, dist):
 def test_linearised_logit_covariance_exact_by_enumeration(dist):
     # δL = Σ_h (N_h − r_h D_h)/μ_Dh is linear in (N, D), so its covariance is exact: the diagonal
     # var_L and both quadratic forms of the read-out (a = p and a = e_m − p, which share one product)
-    import maxk.estimators.cumulant as C
-    from maxk.flops import FlopCounter
-
     n, k, H = 7, 4, 2
     tab = _random_tables(n, k, H=H, seed=11)
     c = FlopCounter()
-    T = C._Tables(tab, c)
-    st, _ = C._strata(n, k, dist, None)
-    st = C._refine(T, st, dist, 0.3, 2, c)  # includes "heavy token h at J" sub-strata
+    T = populations._Tables(tab, c)
+    st, _ = strata._strata(n, k, dist, None)
+    st = strata._refine(T, st, dist, 0.3, 2, c)  # includes "heavy token h at J" sub-strata
     with single_threaded():
-        mom = C._block_moments(T, st, c)
-        mu_L, r = C._logit_mean(T, st, mom, 2, c)
-        var_L, quad2 = C._logit_cov(T, st, mom, r, c)
+        mom = populations._block_moments(T, st, c)
+        _, r = logits._logit_mean(T, st, mom, 2, c, ratio_correction=True)
+        var_L, quad2 = logits._logit_cov(T, st, mom, r, c)
         p = np.random.default_rng(12).dirichlet(np.ones(n), size=len(st["m"]))
         q_a, q_p = quad2(p)
     beta = np.exp(tab.eqke - tab.eqke.max(2, keepdims=True))
@@ -323,8 +347,6 @@ def _dominant_tables(n=8, k=4, seed=13):
 
 @pytest.mark.parametrize("dist", ["distinct", "uniform"])
 def test_population_moments_exact_with_dominant_heavy_tokens(dist, monkeypatch):
-    import maxk.estimators.cumulant as C
-
     tab = _dominant_tables()
     beta = np.exp(tab.eqke - tab.eqke.max(2, keepdims=True))
     alpha = np.exp(tab.eqkp - tab.eqkp.max(2, keepdims=True))
@@ -350,37 +372,32 @@ def test_population_moments_exact_with_dominant_heavy_tokens(dist, monkeypatch):
 
     assert worst_relative_error() < 1e-9
     # the direct summation is what makes them exact here: the prefix-sum differences alone fail
-    monkeypatch.setattr(C, "_DIRECT_TOL", np.inf)
+    monkeypatch.setattr(populations, "_DIRECT_TOL", np.inf)
     assert worst_relative_error() > 1e-3
 
 
 def test_vectorised_heavy_path_with_dominant_tokens(monkeypatch):
     # the heavy sub-strata's light-token means also come from prefix differences; where those lose
     # precision the vectorised path sums the population directly, as if every pair were summed so
-    import maxk.estimators.cumulant as C
-    from maxk.flops import FlopCounter
-
     n, k = 10, 4
     tab = _dominant_tables(n=n, k=k, seed=14)
     for dist in ("distinct", "uniform"):
         c = FlopCounter()
-        T = C._Tables(tab, c)
-        st, _ = C._strata(n, k, dist, None)
-        _, aux = C._refine(T, st, dist, 0.1, 3, c, heavy_rows=False)
+        T = populations._Tables(tab, c)
+        st, _ = strata._strata(n, k, dist, None)
+        _, aux = strata._refine(T, st, dist, 0.1, 3, c, heavy_rows=False)
         est = {}
-        default = C._DIRECT_TOL
+        default = heavy._DIRECT_TOL
         for tol in (0.0, default, np.inf):
-            monkeypatch.setattr(C, "_DIRECT_TOL", tol)
+            monkeypatch.setattr(heavy, "_DIRECT_TOL", tol)
             with single_threaded(), np.errstate(all="ignore"):
-                est[tol] = C._heavy_mean_field(T, st, aux, dist, "gauss", c)[0]
+                est[tol] = heavy._heavy_mean_field(T, st, aux, dist, "gauss", c)[0]
         assert np.abs(est[default] - est[0.0]).max() < 1e-12
         assert np.abs(est[np.inf] - est[0.0]).max() > 1e-5  # without it: visibly off
-        monkeypatch.setattr(C, "_DIRECT_TOL", default)
+        monkeypatch.setattr(heavy, "_DIRECT_TOL", default)
         # and the whole estimate agrees with the generic path and, roughly, with the truth
-        fast = C.cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
-        monkeypatch.setattr(C, "_GENERIC_HEAVY", True)
-        slow = C.cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
-        monkeypatch.setattr(C, "_GENERIC_HEAVY", False)
+        fast = cumulant_propagation(tab, dist, tau=0.1, max_heavy=3)["estimate"]
+        slow = cumulant_propagation(tab, dist, tau=0.1, max_heavy=3, heavy_path="generic")["estimate"]
         assert fast == pytest.approx(slow, abs=1e-10)
         truth = evaluate(tab, dist).soft_accuracy
         assert abs(fast - truth) < 0.01, (dist, fast, truth)
