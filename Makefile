@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean interop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,24 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# TransformerLens interop tests, in their own venv with the optional extra (torch stays 2.13.0).
+# Fails unless at least one test passed (a missing transformer_lens would only skip them).
+TL_VENV := .venv-tl
+TL_STAMP := $(TL_VENV)/.installed
+
+$(TL_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(TL_VENV)
+	$(TL_VENV)/bin/pip install --quiet --upgrade pip
+	$(TL_VENV)/bin/pip install --quiet -e '.[test,transformer-lens]'
+	touch $(TL_STAMP)
+
+interop: $(TL_STAMP)
+	@$(TL_VENV)/bin/python -c "import torch, transformer_lens; from importlib.metadata import version; \
+	print('interop: torch', torch.__version__, '| transformer-lens', version('transformer-lens')); \
+	assert torch.__version__.split('+')[0] == '2.13.0', 'torch is not the pinned 2.13.0'"
+	@log=$$(mktemp); $(TL_VENV)/bin/python -m pytest -q -m interop tests/test_interop.py >$$log 2>&1; rc=$$?; \
+	cat $$log; passed=$$(grep -Ec '[0-9]+ passed' $$log); rm -f $$log; \
+	[ $$rc -eq 0 ] || exit $$rc; [ $$passed -gt 0 ] || { echo "interop: no test passed"; exit 1; }
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-tl

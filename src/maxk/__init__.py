@@ -10,6 +10,7 @@ from .distributions import DISTINCT, DISTRIBUTIONS, UNIFORM, Distribution, get_d
 from .errors import MaxkError
 from .estimators.registry import ESTIMATORS, estimate
 from .exact import evaluate, evaluate_forward
+from .interop import from_hooked_transformer, to_hooked_transformer
 from .model import MaxKTransformer
 from .proofs.enclose import enclosed_tables
 from .proofs.registry import STRATEGIES, prove, prove_all
@@ -26,6 +27,9 @@ __all__ = [
     "default_model_path",
     "train",
     "trained_model",
+    # TransformerLens interop (the optional extra transformer-lens<4)
+    "to_hooked_transformer",
+    "from_hooked_transformer",
     # the circuit tables every analysis reads
     "CircuitTables",
     "circuit_tables",

@@ -1,5 +1,6 @@
 """Load and save models: safetensors (ours, config as JSON metadata) and TransformerLens-style
-``.pth`` pickles (read by the restricted unpickler in ``safe_pickle``, which runs no code)."""
+``.pth`` pickles (read by the restricted unpickler in ``safe_pickle``, which runs no code). Both
+become a model through ``state_dict.model_from_parts``, which refuses what maxk cannot build."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,11 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 from .atomic import atomic_path
-from .config import ModelConfig
 from .errors import MaxkError
 from .model import MaxKTransformer
+from .safe_pickle import Record, safe_load_pickle
+from .state_dict import model_from_parts, model_from_state_dict  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL = "default"
 
@@ -20,38 +20,6 @@ DEFAULT_MODEL = "default"
 def default_model_path() -> Path:
     """Path of the shipped paper-config model (n=64, k=4, d=32, seed 0)."""
     return Path(str(resources.files("maxk") / "data" / "max4_n64_seed0.safetensors"))
-
-
-def _param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(p.shape) for name, p in MaxKTransformer(cfg).named_parameters()}
-
-
-def model_from_state_dict(cfg: ModelConfig, state: dict, source: str = "checkpoint") -> MaxKTransformer:
-    """Build a model from a TransformerLens-named state dict, checking names, shapes and finiteness.
-
-    Keys that TransformerLens stores beside the weights (``IGNORE``, ``mask``, hook buffers) are
-    ignored; a missing or misshapen weight, or a NaN/Inf entry, is an error.
-    """
-    shapes = _param_shapes(cfg)
-    model = MaxKTransformer(cfg)
-    params = dict(model.named_parameters())
-    for name, shape in shapes.items():
-        if name not in state:
-            if name.split(".")[-1].startswith("b_"):
-                continue  # absent bias: zero, as TransformerLens' attn-only configs may omit
-            raise MaxkError(f"{source}: missing weight {name!r}")
-        t = state[name]
-        if not isinstance(t, torch.Tensor):
-            raise MaxkError(f"{source}: {name!r} is not a tensor")
-        if tuple(t.shape) != shape:
-            raise MaxkError(f"{source}: {name!r} has shape {tuple(t.shape)}, config implies {shape}")
-        if not t.is_floating_point():
-            raise MaxkError(f"{source}: {name!r} is not a floating-point tensor")
-        if not torch.isfinite(t).all():
-            raise MaxkError(f"{source}: {name!r} contains NaN or Inf")
-        with torch.no_grad():
-            params[name].copy_(t.to(torch.float32))
-    return model
 
 
 def save(model: MaxKTransformer, path: str | os.PathLike, training: dict | None = None) -> None:
@@ -97,9 +65,43 @@ def _load_safetensors(path: Path) -> MaxKTransformer:
         raise MaxkError(f"{path}: not a readable safetensors file ({type(e).__name__})") from None
     if "config" not in meta:
         raise MaxkError(f"{path}: safetensors file has no maxk config in its metadata")
-    cfg = ModelConfig.from_dict(meta["config"])
-    model = model_from_state_dict(cfg, state, str(path))
+    model = model_from_parts(meta["config"], state, str(path))
     model.training_record = meta.get("training")
+    return model
+
+
+def _config_fields(cfg, source: str) -> dict:
+    if isinstance(cfg, Record):
+        return cfg.fields()
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    raise MaxkError(f"{source}: checkpoint config is a {type(cfg).__name__}, expected a config record or dict")
+
+
+def checkpoint_parts(obj, source: str) -> tuple[dict, dict, dict]:
+    """Split a loaded TransformerLens-style checkpoint into (config fields, state dict, other fields)."""
+    if not isinstance(obj, dict):
+        raise MaxkError(f"{source}: expected a dict with 'model' and 'model_config'/'config', got {type(obj).__name__}")
+    if "model" not in obj:
+        raise MaxkError(f"{source}: checkpoint has no 'model' state dict")
+    cfg_obj = obj.get("model_config", obj.get("config"))
+    if cfg_obj is None:
+        raise MaxkError(f"{source}: checkpoint has no 'model_config' or 'config'")
+    state = obj["model"]
+    if isinstance(state, Record):
+        raise MaxkError(f"{source}: 'model' is a pickled module, not a state dict")
+    if not isinstance(state, dict):
+        raise MaxkError(f"{source}: 'model' is not a state dict")
+    rest = {k: v for k, v in obj.items() if k not in ("model", "model_config", "config")}
+    return _config_fields(cfg_obj, source), state, rest
+
+
+def load_pth(path: str | os.PathLike) -> MaxKTransformer:
+    """Load a TransformerLens-style ``.pth`` checkpoint as a ``MaxKTransformer``, running no code."""
+    obj = safe_load_pickle(path)
+    fields, state, rest = checkpoint_parts(obj, str(path))
+    model = model_from_parts(fields, state, str(path))
+    model.training_record = {"imported_from": Path(path).name, "fields": sorted(map(str, rest))}
     return model
 
 
@@ -115,6 +117,4 @@ def load(path: str | os.PathLike = DEFAULT_MODEL) -> MaxKTransformer:
         raise MaxkError(f"{p}: not a file")
     if _is_safetensors(p):
         return _load_safetensors(p)
-    from .safe_pickle import load_pth
-
     return load_pth(p)

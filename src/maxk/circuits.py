@@ -64,7 +64,7 @@ def circuit_tables(model) -> CircuitTables:
     bQ, bK, bV, bO = (w[f"blocks.0.attn.b_{x}"] for x in "QKVO")
     WU, bU = w["unembed.W_U"], w["unembed.b_U"]
     last = cfg.n_ctx - 1
-    s = cfg.attn_scale
+    s = cfg.score_scale  # multiplies q·k: 1/attn_scale (TransformerLens divides by attn_scale)
     query = np.einsum("nd,hde->hne", E + P[last], WQ) + bQ[:, None, :]  # [h, n, dh]
     key_tok = np.einsum("nd,hde->hne", E, WK)  # [h, n, dh]
     key_pos = np.einsum("kd,hde->hke", P, WK) + bK[:, None, :]  # [h, k, dh]

@@ -82,7 +82,7 @@ class MaxKTransformer(nn.Module):
         q = torch.einsum("bpd,hde->bhpe", res, attn.W_Q) + attn.b_Q[None, :, None, :]
         kk = torch.einsum("bpd,hde->bhpe", res, attn.W_K) + attn.b_K[None, :, None, :]
         v = torch.einsum("bpd,hde->bhpe", res, attn.W_V) + attn.b_V[None, :, None, :]
-        scores = torch.einsum("bhqe,bhke->bhqk", q, kk) * self.cfg.attn_scale
+        scores = torch.einsum("bhqe,bhke->bhqk", q, kk) * self.cfg.score_scale
         mask = torch.ones(k, k, dtype=torch.bool, device=tokens.device).tril()
         scores = scores.masked_fill(~mask, float("-inf"))
         pattern = scores.softmax(dim=-1)

@@ -1,4 +1,5 @@
-"""Read TransformerLens-style ``.pth`` checkpoints without running code from the file.
+"""Read TransformerLens-style ``.pth`` checkpoints into plain data without running code from
+the file (turning that data into a model is ``maxk.state_dict``'s job).
 
 Unpickling can call any importable function, so the unpickler here resolves only a short list
 of harmless globals (tensor rebuilding, numpy scalars and arrays, containers) and maps every
@@ -10,14 +11,15 @@ from __future__ import annotations
 import codecs
 import collections
 import copyreg
+import io
 import pickle
 import types
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .config import ModelConfig
 from .errors import MaxkError
 
 
@@ -60,9 +62,10 @@ def _record_class(module: str, name: str) -> type:
 
 
 def _numpy_globals() -> dict[tuple[str, str], object]:
-    import numpy as np
-
-    from numpy._core import multiarray as ma  # numpy >= 2
+    try:
+        from numpy._core import multiarray as ma  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray as ma
 
     allowed: dict[tuple[str, str], object] = {}
 
@@ -129,8 +132,6 @@ def _restricted_load(file, **kwargs):
 
 def _storage_from_bytes(data: bytes):
     """How a tensor inside a plain pickle stores itself: a nested torch.save blob, read safely."""
-    import io
-
     return torch.load(io.BytesIO(data), map_location="cpu", pickle_module=safe_pickle_module, weights_only=False)
 
 
@@ -160,42 +161,5 @@ def safe_load_pickle(path: str | Path):
     except MaxkError:
         raise
     except Exception as e:  # truncated or corrupt files raise many different types
-        raise MaxkError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-
-
-def _as_dict(cfg) -> dict:
-    if isinstance(cfg, Record):
-        return cfg.fields()
-    if isinstance(cfg, dict):
-        return dict(cfg)
-    raise MaxkError(f"checkpoint config is a {type(cfg).__name__}, expected a config record or dict")
-
-
-def checkpoint_parts(obj, source: str) -> tuple[ModelConfig, dict, dict]:
-    """Split a loaded TransformerLens-style checkpoint into (config, state dict, other fields)."""
-    if not isinstance(obj, dict):
-        raise MaxkError(f"{source}: expected a dict with 'model' and 'model_config'/'config', got {type(obj).__name__}")
-    if "model" not in obj:
-        raise MaxkError(f"{source}: checkpoint has no 'model' state dict")
-    cfg_obj = obj.get("model_config", obj.get("config"))
-    if cfg_obj is None:
-        raise MaxkError(f"{source}: checkpoint has no 'model_config' or 'config'")
-    state = obj["model"]
-    if isinstance(state, Record):
-        raise MaxkError(f"{source}: 'model' is a pickled module, not a state dict")
-    if not isinstance(state, dict):
-        raise MaxkError(f"{source}: 'model' is not a state dict")
-    cfg = ModelConfig.from_dict(_as_dict(cfg_obj))
-    rest = {k: v for k, v in obj.items() if k not in ("model", "model_config", "config")}
-    return cfg, state, rest
-
-
-def load_pth(path: str | Path):
-    """Load a TransformerLens-style ``.pth`` checkpoint as a ``MaxKTransformer``, running no code."""
-    from .checkpoint import model_from_state_dict
-
-    obj = safe_load_pickle(path)
-    cfg, state, rest = checkpoint_parts(obj, str(path))
-    model = model_from_state_dict(cfg, state, str(path))
-    model.training_record = {"imported_from": Path(path).name, "fields": sorted(map(str, rest))}
-    return model
+        why = " ".join(str(e).split())[:120]
+        raise MaxkError(f"{path}: cannot read checkpoint ({type(e).__name__}: {why})") from None

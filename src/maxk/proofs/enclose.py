@@ -3,7 +3,7 @@ DESIGN §2 enclosed from the checkpoint's float32 weights.
 
 Every proof strategy works from ``enclosed_tables(model)``: for each table X, ``tab.lo.X <= X <=
 tab.hi.X`` holds entrywise for the *exact real-number* table computed from the weights (read
-exactly as float32 -> float64) with the exact scale 1/sqrt(d_head).
+exactly as float32 -> float64) with the exact scale 1/sqrt(d_head) (or 1/attn_scale).
 
 How rounding is enclosed (float64, round-to-nearest, as numpy and BLAS run it):
 
@@ -15,7 +15,8 @@ How rounding is enclosed (float64, round-to-nearest, as numpy and BLAS run it):
 * exp: numpy's exp is accurate to a few ulps; we allow a relative error of EXP_REL = 2^-40
   (about 8000 ulps) plus 16 subnormal ulps absolute, and round outward after that;
 * 1/sqrt(d_head) is enclosed by two floats s_lo <= s <= s_hi checked with exact rational
-  arithmetic (s_lo^2 * d_head <= 1 <= s_hi^2 * d_head).
+  arithmetic (s_lo^2 * d_head <= 1 <= s_hi^2 * d_head); a custom divisor a (TransformerLens'
+  ``attn_scale``) likewise by s_lo * a <= 1 <= s_hi * a.
 
 Intervals are ``Interval(lo, hi)`` with float64 arrays; the helpers take a ``FlopCounter`` and add
 the operations they perform (an outward rounding step counts as one operation, label
@@ -238,16 +239,30 @@ def transpose_last(a: Interval) -> Interval:
 
 
 def attn_scale_interval(cfg: ModelConfig) -> Interval:
-    """Floats s_lo <= s <= s_hi around the exact scale s = 1/sqrt(d_head) (or 1), verified with
-    exact rational arithmetic. Returns a 0-d Interval. Cost: O(1)."""
+    """Floats s_lo <= s <= s_hi around the exact factor s multiplying q·k: 1/sqrt(d_head) by
+    default, 1/a for a custom divisor ``cfg.attn_scale = a``, 1 without ``use_attn_scale``;
+    verified with exact rational arithmetic. Returns a 0-d Interval. Cost: O(1)."""
     if not cfg.use_attn_scale:
         return point(np.float64(1.0))
+    if cfg.attn_scale is not None:
+        return _reciprocal_interval(cfg.attn_scale)
     d = cfg.d_head
     s = 1.0 / sqrt(d)
     lo = hi = s
     while Fraction(lo) ** 2 * d > 1:
         lo = float(np.nextafter(lo, -_INF))
     while Fraction(hi) ** 2 * d < 1:
+        hi = float(np.nextafter(hi, _INF))
+    return Interval(np.array(lo), np.array(hi))
+
+
+def _reciprocal_interval(a: float) -> Interval:
+    """Floats lo <= 1/a <= hi for a float a > 0, checked exactly (lo*a <= 1 <= hi*a in rationals)."""
+    fa = Fraction(a)
+    lo = hi = 1.0 / a
+    while Fraction(lo) * fa > 1:
+        lo = float(np.nextafter(lo, -_INF))
+    while Fraction(hi) * fa < 1:
         hi = float(np.nextafter(hi, _INF))
     return Interval(np.array(lo), np.array(hi))
 
