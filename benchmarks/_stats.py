@@ -1,4 +1,5 @@
 """Formatting shared by the benchmark scripts."""
+
 import statistics as stats
 
 

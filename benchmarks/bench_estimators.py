@@ -25,6 +25,7 @@ k10: distinct tokens, truth from 4*10^6 stratified samples per model (standard e
 true soft accuracy 0.653-0.996 (noise 0.08-0.6); k4: uniform tokens, exact truth, 0.555-0.991
 (noise 0.1-0.6). "MSE ratio vs MC" < 1 means Monte Carlo given the method's FLOPs is more accurate.
 """
+
 from __future__ import annotations
 
 import sys

@@ -14,12 +14,15 @@ timed on a slice of the inputs and extrapolated.
 Times are wall-clock seconds; "cpu" is the process's CPU time over the same runs (all threads),
 which shows how much of a slow wall time came from sharing the cores with other work.
 """
+
 from __future__ import annotations
 
 import argparse
 import functools
 import statistics
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -28,16 +31,22 @@ from maxk.circuits import circuit_tables
 from maxk.config import ModelConfig
 from maxk.exact import _accumulate, all_sequences, evaluate, evaluate_forward
 
+T = TypeVar("T")
 
-def _timed(fn, repeats: int):
+
+def _timed(fn: Callable[[], T], repeats: int) -> tuple[T, float, float, list[float]]:
     """(last result, median wall seconds, median cpu seconds) of ``repeats`` calls."""
-    walls, cpus, res = [], [], None
+    walls: list[float] = []
+    cpus: list[float] = []
+    res: T | None = None
     for _ in range(repeats):
         w, c = time.perf_counter(), time.process_time()
         res = fn()
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
-    return res, statistics.median(walls), statistics.median(cpus), walls
+    wall, cpu = statistics.median(walls), statistics.median(cpus)  # StatisticsError if repeats < 1
+    assert res is not None
+    return res, wall, cpu, walls
 
 
 def _forward_slice_seconds(model, n_inputs: int, batch: int = 1 << 16) -> float:
@@ -61,6 +70,7 @@ print = functools.partial(print, flush=True)  # noqa: A001 - progress shows in l
 
 
 def main() -> None:
+    assert __doc__ is not None
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="runs of exhaustive evaluation (median)")
     ap.add_argument("--forward-repeats", type=int, default=1, help="runs of the forward pass (median)")
@@ -72,8 +82,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dist={args.dist}")
-    print(f"{'case':10s} {'inputs':>14s} {'method':22s} {'median s':>9s} {'range s':>15s} {'cpu s':>8s} "
-          f"{'speedup':>8s}")
+    print(
+        f"{'case':10s} {'inputs':>14s} {'method':22s} {'median s':>9s} {'range s':>15s} {'cpu s':>8s} {'speedup':>8s}"
+    )
     model = maxk.load("default")
     n, k = model.cfg.d_vocab, model.cfg.n_ctx
     evaluate(model, args.dist)  # warm-up (thread pool, allocator)
@@ -81,12 +92,22 @@ def main() -> None:
     fw, fw_wall, fw_cpu, fw_walls = _timed(lambda: evaluate_forward(model, args.dist), args.forward_repeats)
     case = f"n={n} k={k}"
     _row(case, ex.n_sequences, "forward pass (batched)", fw_wall, fw_cpu, fw_walls, "1.0x")
-    _row(case, ex.n_sequences, "exhaustive (tables)", ex_wall, ex_cpu, ex_walls, f"{fw_wall / ex_wall:.1f}x",
-         "goal <= 1 s, >= 15x")
+    _row(
+        case,
+        ex.n_sequences,
+        "exhaustive (tables)",
+        ex_wall,
+        ex_cpu,
+        ex_walls,
+        f"{fw_wall / ex_wall:.1f}x",
+        "goal <= 1 s, >= 15x",
+    )
     same = ex.correct == fw.correct
-    print(f"  accuracy {ex.accuracy:.6f} ({ex.correct:,} correct; forward pass {fw.correct:,}: "
-          f"{'same' if same else 'DIFFERENT'}), soft accuracy {ex.soft_accuracy:.8f} "
-          f"(forward {fw.soft_accuracy:.8f}), loss {ex.loss:.6g}")
+    print(
+        f"  accuracy {ex.accuracy:.6f} ({ex.correct:,} correct; forward pass {fw.correct:,}: "
+        f"{'same' if same else 'DIFFERENT'}), soft accuracy {ex.soft_accuracy:.8f} "
+        f"(forward {fw.soft_accuracy:.8f}), loss {ex.loss:.6g}"
+    )
 
     if args.k5:
         cfg = ModelConfig(d_vocab=64, n_ctx=5, d_model=32, d_head=32)
@@ -98,11 +119,21 @@ def main() -> None:
         r5, w5, c5, walls5 = _timed(lambda: evaluate(tab5, args.dist), args.k5_repeats)
         sl = 1 << 22
         fw5 = _forward_slice_seconds(m5, sl) * (64**5 / sl)
-        _row("n=64 k=5", r5.n_sequences, "forward pass (extrap.)", fw5, float("nan"), [fw5], "1.0x",
-             f"from {sl:,} inputs")
+        _row(
+            "n=64 k=5",
+            r5.n_sequences,
+            "forward pass (extrap.)",
+            fw5,
+            float("nan"),
+            [fw5],
+            "1.0x",
+            f"from {sl:,} inputs",
+        )
         _row("n=64 k=5", r5.n_sequences, "exhaustive (tables)", w5, c5, walls5, f"{fw5 / w5:.1f}x", "goal <= 90 s")
-        print(f"  accuracy {r5.accuracy:.6f} ({r5.correct:,} correct), soft accuracy {r5.soft_accuracy:.6f}, "
-              f"loss {r5.loss:.6g}")
+        print(
+            f"  accuracy {r5.accuracy:.6f} ({r5.correct:,} correct), soft accuracy {r5.soft_accuracy:.6f}, "
+            f"loss {r5.loss:.6g}"
+        )
 
 
 if __name__ == "__main__":

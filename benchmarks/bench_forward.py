@@ -8,6 +8,7 @@ weighted value rows with ``torch.embedding_bag``, against the straightforward ga
 Both single-threaded (as the estimators run them), n = 64, k = 10, distinct inputs, in chunks
 of 8192 inputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import torch
 
 from maxk.circuits import circuit_tables
 from maxk.config import ModelConfig
-from maxk.distributions import sample
+from maxk.distributions import resolve
 from maxk.model import MaxKTransformer
 
 CHUNK = 1 << 13
@@ -45,6 +46,7 @@ def timed(fn, chunks, repeats):
 
 
 def main() -> None:
+    assert __doc__ is not None
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=5)
@@ -54,7 +56,7 @@ def main() -> None:
     model = MaxKTransformer(ModelConfig(d_vocab=64, n_ctx=10, d_model=32, d_head=32))
     model.init_weights(g)
     tab = circuit_tables(model)
-    toks = torch.as_tensor(sample("distinct", 64, 10, args.inputs, np.random.default_rng(0)))
+    toks = torch.as_tensor(resolve("distinct", 64, 10).sample(64, 10, args.inputs, np.random.default_rng(0)))
     chunks = list(torch.split(toks, CHUNK))
     diff = max(float((tab.logits_torch(c) - gather_einsum(tab, c)).abs().max()) for c in chunks)
     ours = timed(tab.logits_torch, chunks, args.repeats)

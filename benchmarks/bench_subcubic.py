@@ -6,24 +6,23 @@ mean ± std over seeds of bound / true accuracy, FLOPs, FLOPs / cubic's FLOPs an
 
     python benchmarks/bench_subcubic.py [--seeds 10] [--dist uniform]
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
 
+from _stats import mean_sd
 from maxk.config import ModelConfig
 from maxk.exact import evaluate
 from maxk.proofs.registry import prove
 from maxk.proofs.subcubic import SUBCUBIC_VARIANTS
 from maxk.train import trained_model
 
-from _stats import mean_sd
-
-
-
 
 def main() -> None:
+    assert __doc__ is not None
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--dist", default="uniform", choices=["uniform", "distinct"])
@@ -41,18 +40,26 @@ def main() -> None:
         acc = evaluate(model, args.dist).accuracy
         accs.append(acc)
         res = {s: prove(model, s, args.dist) for s in names}
+        cubic_flops = res["cubic"].flops
+        assert cubic_flops is not None  # every proof counts its FLOPs
         for s, r in res.items():
+            assert r.flops is not None
             rel[s].append(r.bound / acc)
             flops[s].append(float(r.flops))
-            ratio[s].append(r.flops / res["cubic"].flops)
+            ratio[s].append(r.flops / cubic_flops)
             secs[s].append(r.seconds)
         line = "  ".join(f"{s}={res[s].bound / acc:.3f}" for s in names)
         print(f"seed {seed:2d}  acc {acc:.4f}  {line}", flush=True)
     print(f"\nn=64 k=4, {args.seeds} seeds, dist={args.dist}; true accuracy {mean_sd(accs, '.4f')}")
-    print(f"{'strategy':<21} {'bound / accuracy':>17} {'FLOPs':>21} {'FLOPs / cubic':>17} {'max ratio':>9} {'seconds':>15}")
+    print(
+        f"{'strategy':<21} {'bound / accuracy':>17} {'FLOPs':>21} {'FLOPs / cubic':>17} {'max ratio':>9} "
+        f"{'seconds':>15}"
+    )
     for s in names:
-        print(f"{s:<21} {mean_sd(rel[s], '.3f'):>17} {mean_sd(flops[s], '.3g'):>21} {mean_sd(ratio[s], '.4f'):>17} "
-              f"{max(ratio[s]):>9.4f} {mean_sd(secs[s], '.3f'):>15}")
+        print(
+            f"{s:<21} {mean_sd(rel[s], '.3f'):>17} {mean_sd(flops[s], '.3g'):>21} {mean_sd(ratio[s], '.4f'):>17} "
+            f"{max(ratio[s]):>9.4f} {mean_sd(secs[s], '.3f'):>15}"
+        )
 
 
 if __name__ == "__main__":

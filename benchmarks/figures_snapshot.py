@@ -9,10 +9,12 @@ strategy; on a noised k = 10 model, every estimator under ``distinct``. Floats a
     python benchmarks/figures_snapshot.py [--seeds 10] --out before.json
     python benchmarks/figures_snapshot.py --seeds 10 --out after.json && diff before.json after.json
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import torch
 
@@ -21,8 +23,14 @@ from maxk.config import ModelConfig
 from maxk.estimators.bench import noised_model
 from maxk.train import trained_model
 
-ESTIMATORS = (("mean", {}), ("bins", {}), ("cumulant", {}), ("sampling", {"samples": 10_000}),
-              ("stratified", {"samples": 10_000}), ("systematic", {"samples": 10_000}))
+ESTIMATORS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("mean", {}),
+    ("bins", {}),
+    ("cumulant", {}),
+    ("sampling", {"samples": 10_000}),
+    ("stratified", {"samples": 10_000}),
+    ("systematic", {"samples": 10_000}),
+)
 
 
 def _proofs(model, dist: str, names) -> dict:
@@ -41,12 +49,16 @@ def _estimates(model, dist: str) -> dict:
     out = {}
     for method, opts in ESTIMATORS:
         e = maxk.estimate(model, method, dist, **opts)
-        out[method] = {"estimate": repr(e.estimate), "flops": e.flops,
-                       "spread": None if e.spread is None else repr(e.spread)}
+        out[method] = {
+            "estimate": repr(e.estimate),
+            "flops": e.flops,
+            "spread": None if e.spread is None else repr(e.spread),
+        }
     return out
 
 
 def main() -> None:
+    assert __doc__ is not None
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--out")
@@ -57,14 +69,19 @@ def main() -> None:
     names = list(maxk.STRATEGIES)
     for dist in ("uniform", "distinct"):
         r = maxk.evaluate(model, dist)
-        snap[f"shipped/exact/{dist}"] = {"correct": r.correct, "accuracy": repr(r.accuracy),
-                                          "soft_accuracy": repr(r.soft_accuracy), "loss": repr(r.loss)}
+        snap[f"shipped/exact/{dist}"] = {
+            "correct": r.correct,
+            "accuracy": repr(r.accuracy),
+            "soft_accuracy": repr(r.soft_accuracy),
+            "loss": repr(r.loss),
+        }
         snap[f"shipped/proofs/{dist}"] = _proofs(model, dist, names)
         snap[f"shipped/estimates/{dist}"] = _estimates(model, dist)
     cfg = ModelConfig(d_vocab=64, n_ctx=4, d_model=32, d_head=32)
     for seed in range(args.seeds):
-        snap[f"seed{seed}/proofs/uniform"] = _proofs(trained_model(cfg, seed=seed), "uniform",
-                                                    [s for s in names if s != "brute"])
+        snap[f"seed{seed}/proofs/uniform"] = _proofs(
+            trained_model(cfg, seed=seed), "uniform", [s for s in names if s != "brute"]
+        )
     k10 = trained_model(ModelConfig(d_vocab=64, n_ctx=10, d_model=32, d_head=32), seed=0)
     snap["k10-noised/estimates/distinct"] = _estimates(noised_model(k10, 0.3, 1), "distinct")
     snap["k10/proofs/distinct"] = _proofs(k10, "distinct", ["cubic", "subcubic", "subcubic-split"])

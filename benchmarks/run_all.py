@@ -1,4 +1,5 @@
 """Run every benchmark in this folder in turn (``make bench``). Each prints its own table."""
+
 import pathlib
 import runpy
 import sys

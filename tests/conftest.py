@@ -1,4 +1,5 @@
 """Shared fixtures: small models built in memory (no network, no files outside tmp_path)."""
+
 from __future__ import annotations
 
 import os

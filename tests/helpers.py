@@ -1,4 +1,5 @@
 """Models and reference tables shared by the test modules (imported, never collected)."""
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 propagation rules the cumulant estimator relies on against closed forms and enumeration.
 
 Not part of the estimator (``maxk.estimators.cumulant``), which forms only the moments it needs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,14 @@ class Moments:
         mean = mu[i] * mu[j] + C[i, j]
         I, J = i[:, None], j[:, None]
         U, V = i[None, :], j[None, :]
-        cov = (mu[I] * mu[U] * C[J, V] + mu[I] * mu[V] * C[J, U] + mu[J] * mu[U] * C[I, V]
-               + mu[J] * mu[V] * C[I, U] + C[I, U] * C[J, V] + C[I, V] * C[J, U])
+        cov = (
+            mu[I] * mu[U] * C[J, V]
+            + mu[I] * mu[V] * C[J, U]
+            + mu[J] * mu[U] * C[I, V]
+            + mu[J] * mu[V] * C[I, U]
+            + C[I, U] * C[J, V]
+            + C[I, V] * C[J, U]
+        )
         return Moments(mean, cov)
 
     def exp(self) -> Moments:

@@ -1,6 +1,7 @@
 """attn_scale with TransformerLens' meaning: the divisor of q·k (default sqrt(d_head)). A custom
 value loads from a TransformerLens-style checkpoint and evaluates as TransformerLens would; the
 default computes exactly as before."""
+
 import dataclasses
 import json
 import math

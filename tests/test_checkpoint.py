@@ -17,18 +17,27 @@ from maxk.safe_pickle import UnsafePickleError
 from .helpers import random_model
 
 
-
 def test_safetensors_roundtrip_with_tl_config_names(tmp_path):
     m = random_model(n=6, k=3, heads=2)
     p = tmp_path / "m.safetensors"
     checkpoint.save(m, p, {"seed": 3, "steps": 10, "final_loss": 0.5})
     meta = checkpoint.read_metadata(p)
-    for key in ("d_vocab", "d_vocab_out", "n_ctx", "d_model", "d_head", "n_heads", "n_layers", "attn_only",
-                "normalization_type", "use_attn_scale"):
+    for key in (
+        "d_vocab",
+        "d_vocab_out",
+        "n_ctx",
+        "d_model",
+        "d_head",
+        "n_heads",
+        "n_layers",
+        "attn_only",
+        "normalization_type",
+        "use_attn_scale",
+    ):
         assert key in meta["config"]
     assert meta["training"]["seed"] == 3
     m2 = maxk.load(p)
-    for (k1, v1), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items()):
+    for (k1, v1), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
     assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]
 
@@ -67,8 +76,17 @@ def _fake_tl(monkeypatch):
 
 def _tl_checkpoint(monkeypatch, m, key="model_config"):
     Cfg = _fake_tl(monkeypatch)
-    cfg = Cfg(d_model=m.cfg.d_model, n_layers=1, n_ctx=m.cfg.n_ctx, d_head=m.cfg.d_head, d_vocab=m.cfg.d_vocab,
-              n_heads=m.cfg.n_heads, attn_only=True, normalization_type=None, d_vocab_out=m.cfg.d_vocab)
+    cfg = Cfg(
+        d_model=m.cfg.d_model,
+        n_layers=1,
+        n_ctx=m.cfg.n_ctx,
+        d_head=m.cfg.d_head,
+        d_vocab=m.cfg.d_vocab,
+        n_heads=m.cfg.n_heads,
+        attn_only=True,
+        normalization_type=None,
+        d_vocab_out=m.cfg.d_vocab,
+    )
     sd = dict(m.state_dict())
     sd["blocks.0.attn.IGNORE"] = torch.tensor(-1e5)
     sd["blocks.0.attn.mask"] = torch.ones(m.cfg.n_ctx, m.cfg.n_ctx).tril().bool()
@@ -170,8 +188,12 @@ def test_nan_and_shape_errors(tmp_path):
 
 # --- fidelity: a checkpoint maxk cannot build exactly is refused, in one line ------------------
 
-MLP = {"blocks.0.mlp.W_in": (8, 16), "blocks.0.mlp.b_in": (16,), "blocks.0.mlp.W_out": (16, 8),
-       "blocks.0.mlp.b_out": (8,)}
+MLP = {
+    "blocks.0.mlp.W_in": (8, 16),
+    "blocks.0.mlp.b_in": (16,),
+    "blocks.0.mlp.W_out": (16, 8),
+    "blocks.0.mlp.b_out": (8,),
+}
 
 # (case id, config changes, state-dict additions {name: shape or tensor}, message fragment)
 REFUSED = [
@@ -208,10 +230,22 @@ REFUSED = [
 ]
 
 # Accepted: fields and entries that do not change the computation.
-HARMLESS = {"scale_attn_by_inverse_layer_idx": True, "use_split_qkv_input": True, "use_attn_result": True,
-            "default_prepend_bos": False, "act_fn": "gelu", "d_mlp": 16, "seed": 5, "model_name": "x",
-            "rotary_dim": 4, "attn_scale": -1.0, "positional_embedding_type": "standard",
-            "attention_dir": "causal", "final_rms": False, "n_key_value_heads": None}
+HARMLESS = {
+    "scale_attn_by_inverse_layer_idx": True,
+    "use_split_qkv_input": True,
+    "use_attn_result": True,
+    "default_prepend_bos": False,
+    "act_fn": "gelu",
+    "d_mlp": 16,
+    "seed": 5,
+    "model_name": "x",
+    "rotary_dim": 4,
+    "attn_scale": -1.0,
+    "positional_embedding_type": "standard",
+    "attention_dir": "causal",
+    "final_rms": False,
+    "n_key_value_heads": None,
+}
 
 
 def _state(m, extra: dict) -> dict:
@@ -257,8 +291,11 @@ def test_unbuildable_checkpoint_is_refused(tmp_path, monkeypatch, fmt, case, cha
 
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_harmless_fields_and_buffers_load_unchanged(tmp_path, monkeypatch, fmt):
-    extra = {"blocks.0.attn.mask": torch.ones(3, 3).tril().bool(), "blocks.0.attn.IGNORE": torch.tensor(-1e5),
-             "step_count": torch.tensor(7)}
+    extra = {
+        "blocks.0.attn.mask": torch.ones(3, 3).tril().bool(),
+        "blocks.0.attn.IGNORE": torch.tensor(-1e5),
+        "step_count": torch.tensor(7),
+    }
     m, p = _write(tmp_path, monkeypatch, fmt, HARMLESS, extra)
     m2 = maxk.load(p)
     assert m2.cfg == m.cfg
@@ -319,8 +356,9 @@ def test_cli_subprocess_refuses(tmp_path, monkeypatch, case):
     _, changes, extra, msg = next(c for c in REFUSED if c[0] == case)
     _, p = _write(tmp_path, monkeypatch, "pth", changes, extra)
     out = tmp_path / "out.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "maxk", "import", str(p), "--out", str(out)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "maxk", "import", str(p), "--out", str(out)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("maxk: error:") and msg in lines[0], proc.stderr

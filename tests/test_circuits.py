@@ -8,7 +8,6 @@ from maxk.exact import all_sequences
 from .helpers import random_model
 
 
-
 @pytest.mark.parametrize("heads,biases,k", [(1, False, 3), (1, True, 3), (3, True, 4), (2, True, 1)])
 def test_tables_reproduce_forward_pass(heads, biases, k):
     m = random_model(n=7, k=k, heads=heads, biases=biases, seed=heads + k)

@@ -1,4 +1,5 @@
 """The maxk command as a user runs it: a subprocess, exit codes, one-line errors, no partial files."""
+
 import json
 import subprocess
 import sys
@@ -8,7 +9,6 @@ import pytest
 from maxk import checkpoint
 
 from .helpers import random_model
-
 
 
 def maxk_cli(*args, cwd=None):
@@ -46,18 +46,21 @@ def test_eval_samples_json(small_model):
     assert lo <= out["accuracy"] <= hi
 
 
-@pytest.mark.parametrize("args", [
-    ["eval", "/no/such/file.safetensors"],
-    ["eval", "default", "--dist", "gaussian"],
-    ["eval", "default", "--samples", "3"],
-    ["eval", "default", "--no-such-flag"],
-    ["train", "--vocab", "1", "--out", "OUT"],
-    ["train", "--k", "0", "--out", "OUT"],
-    ["train", "--steps", "0", "--out", "OUT"],
-    ["import", "/no/such.pth", "--out", "OUT"],
-    ["import", "NOTCKPT", "--out", "OUT"],
-    ["eval", "NOTCKPT"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "/no/such/file.safetensors"],
+        ["eval", "default", "--dist", "gaussian"],
+        ["eval", "default", "--samples", "3"],
+        ["eval", "default", "--no-such-flag"],
+        ["train", "--vocab", "1", "--out", "OUT"],
+        ["train", "--k", "0", "--out", "OUT"],
+        ["train", "--steps", "0", "--out", "OUT"],
+        ["import", "/no/such.pth", "--out", "OUT"],
+        ["import", "NOTCKPT", "--out", "OUT"],
+        ["eval", "NOTCKPT"],
+    ],
+)
 def test_bad_input_one_line_exit_2_no_output(tmp_path, args):
     junk = tmp_path / "junk.pth"
     junk.write_text("this is not a checkpoint")
@@ -76,8 +79,9 @@ def test_distinct_needs_k_le_n(tmp_path):
 
 def test_train_then_eval(tmp_path):
     out = tmp_path / "t.safetensors"
-    proc = maxk_cli("train", "--vocab", "6", "--k", "3", "--d-model", "8", "--steps", "20", "--seed", "1",
-                    "--out", out, "--json")
+    proc = maxk_cli(
+        "train", "--vocab", "6", "--k", "3", "--d-model", "8", "--steps", "20", "--seed", "1", "--out", out, "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout)
     assert rec["seed"] == 1 and rec["steps"] == 20 and rec["final_loss"] > 0
@@ -106,7 +110,7 @@ def test_estimate_list_needs_no_model():
     for name, m in ESTIMATORS.items():
         at = lines.index(f"{name:24s} {m.cost:16s} {m.summary}")
         block = []
-        for line in lines[at + 1:]:
+        for line in lines[at + 1 :]:
             if not line.startswith("    "):
                 break
             block.append(line)

@@ -1,4 +1,5 @@
 """``maxk prove`` through click's test runner, on small models saved to tmp_path."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ from maxk.exact import evaluate
 from maxk.proofs.registry import STRATEGIES
 
 from .helpers import max_like_model, random_model
-
 
 KEYS = {"method", "bound", "certified", "n_sequences", "flops", "seconds", "cost"}
 

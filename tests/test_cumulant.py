@@ -1,5 +1,6 @@
 """Covariance (cumulant) propagation: the propagation rules against closed forms, the exact
 per-stratum moments against enumeration, and the estimator against exact truth."""
+
 from __future__ import annotations
 
 import itertools
@@ -11,8 +12,15 @@ from maxk.circuits import CircuitTables
 from maxk.config import ModelConfig
 from maxk.distributions import DISTINCT, get_distribution
 from maxk.errors import MaxkError
-from maxk.estimators.cumulant import (cumulant_propagation, expected_softmax, heavy, logits, populations, strata,
-                                      stratum_moments)
+from maxk.estimators.cumulant import (
+    cumulant_propagation,
+    expected_softmax,
+    heavy,
+    logits,
+    populations,
+    strata,
+    stratum_moments,
+)
 from maxk.estimators.registry import ESTIMATORS, estimate
 from maxk.exact import evaluate
 from maxk.flops import FlopCounter
@@ -24,9 +32,14 @@ from .moments_engine import Moments
 def _random_tables(n, k, H=1, seed=0, scale=1.0):
     rng = np.random.default_rng(seed)
     cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=4, d_head=4, n_heads=H)
-    return CircuitTables(cfg, scale * 2 * rng.normal(size=(H, n, n)), scale * rng.normal(size=(H, n, k)),
-                         scale * rng.normal(size=(H, n, n)), scale * rng.normal(size=(H, k, n)),
-                         scale * rng.normal(size=(n, n)))
+    return CircuitTables(
+        cfg,
+        scale * 2 * rng.normal(size=(H, n, n)),
+        scale * rng.normal(size=(H, n, k)),
+        scale * rng.normal(size=(H, n, n)),
+        scale * rng.normal(size=(H, k, n)),
+        scale * rng.normal(size=(n, n)),
+    )
 
 
 # ---------------------------------------------------------------- propagation rules
@@ -135,8 +148,13 @@ def test_stratum_moments_exact_by_enumeration(dist, max_heavy):
         w = alpha[0, q][None, :] * beta[0, q][xs]
         D = w.sum(1)
         N = np.einsum("bi,bin->bn", w, tab.evou[0][xs] + tab.pvou[0][None])
-        errs = [D.mean() - h["mu_D"][s], D.var() - h["var_D"][s], N.mean(0) - h["mu_N"][s],
-                ((N - N.mean(0)) * (D - D.mean())[:, None]).mean(0) - h["cov_ND"][s], N.var(0) - h["var_N"][s]]
+        errs = [
+            D.mean() - h["mu_D"][s],
+            D.var() - h["var_D"][s],
+            N.mean(0) - h["mu_N"][s],
+            ((N - N.mean(0)) * (D - D.mean())[:, None]).mean(0) - h["cov_ND"][s],
+            N.var(0) - h["var_N"][s],
+        ]
         worst = max(worst, max(float(np.abs(e).max()) for e in errs))
     assert worst < 1e-12
 
@@ -152,7 +170,8 @@ def test_strata_weights_are_the_distribution():
 
 
 def _max_model(n, k, H=1, lam=20.0, gamma=3.0, pos=None):
-    """Attention entirely on the max (score λ·t: the next token gets e^-λ of its weight), EVOU = γ·identity: logits = γ e_m (plus
+    """Attention entirely on the max (score λ·t: the next token gets e^-λ of its weight),
+    EVOU = γ·identity: logits = γ e_m (plus
     PVOU of the max's position if given), so the soft accuracy has a closed form."""
     cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=4, d_head=4, n_heads=H)
     eqke = np.tile(lam * np.arange(n)[None, :], (n, 1))[None].repeat(H, 0)
@@ -341,8 +360,9 @@ def _dominant_tables(n=8, k=4, seed=13):
     eqke[:, :, [2, 3]] = 0.0
     eqkp = rng.normal(size=(1, n, k))
     eqkp[:, :, 0] -= 30.0
-    return CircuitTables(cfg, eqke, eqkp, 2 * rng.normal(size=(1, n, n)), rng.normal(size=(1, k, n)),
-                         rng.normal(size=(n, n)))
+    return CircuitTables(
+        cfg, eqke, eqkp, 2 * rng.normal(size=(1, n, n)), rng.normal(size=(1, k, n)), rng.normal(size=(n, n))
+    )
 
 
 @pytest.mark.parametrize("dist", ["distinct", "uniform"])
@@ -363,10 +383,13 @@ def test_population_moments_exact_with_dominant_heavy_tokens(dist, monkeypatch):
             D = w.sum(1)
             N = np.einsum("xi,xio->xo", w, tab.evou[0][xs] + tab.pvou[0][None])
             mu = D.mean()
-            errs = [(D.mean() - h["mu_D"][s]) / mu, (D.var() - h["var_D"][s]) / mu**2,
-                    (N.mean(0) - h["mu_N"][s]) / (mu * scale),
-                    (((N - N.mean(0)) * (D - mu)[:, None]).mean(0) - h["cov_ND"][s]) / (mu**2 * scale),
-                    (N.var(0) - h["var_N"][s]) / (mu * scale) ** 2]
+            errs = [
+                (D.mean() - h["mu_D"][s]) / mu,
+                (D.var() - h["var_D"][s]) / mu**2,
+                (N.mean(0) - h["mu_N"][s]) / (mu * scale),
+                (((N - N.mean(0)) * (D - mu)[:, None]).mean(0) - h["cov_ND"][s]) / (mu**2 * scale),
+                (N.var(0) - h["var_N"][s]) / (mu * scale) ** 2,
+            ]
             worst = max(worst, max(float(np.abs(e).max()) for e in errs))
         return worst
 

@@ -1,5 +1,6 @@
 """Every count and law the distribution kernel offers, against plain enumeration of the inputs
 (both distributions, small n and k drawn by hypothesis)."""
+
 from __future__ import annotations
 
 import itertools
@@ -207,8 +208,9 @@ def test_fixed_max_strata_are_exact(shape):
 @given(st.sampled_from(KERNELS), st.integers(1, 6), st.data())
 def test_draw_laws_match_enumeration(d, size, data):
     r = data.draw(st.integers(1, size if not d.allows_repeats else 4))
-    draws = list(itertools.permutations(range(size), r) if not d.allows_repeats
-                 else itertools.product(range(size), repeat=r))  # token 0 is the heaviest
+    draws = list(
+        itertools.permutations(range(size), r) if not d.allows_repeats else itertools.product(range(size), repeat=r)
+    )  # token 0 is the heaviest
     s, rr = np.array([float(size)]), np.array([float(r)])
     for nh in range(size + 1):
         want = Fraction(sum(all(t >= nh for t in x) for x in draws), len(draws))
@@ -232,8 +234,9 @@ def test_draw_laws_match_enumeration(d, size, data):
 def test_order_statistic_laws(d, n, data):
     A = data.draw(st.integers(1, n))
     r = data.draw(st.integers(1, A if not d.allows_repeats else 4))
-    tuples = list(itertools.permutations(range(A), r) if not d.allows_repeats
-                  else itertools.product(range(A), repeat=r))
+    tuples = list(
+        itertools.permutations(range(A), r) if not d.allows_repeats else itertools.product(range(A), repeat=r)
+    )
     top = Counter(max(x) for x in tuples)
     law = d.top_law(np.array([r]), np.array([A]), n)[0]
     law = law / law.sum()
@@ -295,5 +298,9 @@ def test_closed_forms_at_the_paper_size():
     # DESIGN §3: P[max = m] = ((m+1)^k - m^k)/n^k (uniform) and C(m, k-1)/C(n, k) (distinct)
     n, k = 64, 4
     for m in (3, 10, 63):
-        assert Fraction(UNIFORM.count_with_max(n, k, m), UNIFORM.n_sequences(n, k)) == Fraction((m + 1) ** k - m**k, n**k)
-        assert Fraction(DISTINCT.count_with_max(n, k, m), DISTINCT.n_sequences(n, k)) == Fraction(comb(m, k - 1), comb(n, k))
+        assert Fraction(UNIFORM.count_with_max(n, k, m), UNIFORM.n_sequences(n, k)) == Fraction(
+            (m + 1) ** k - m**k, n**k
+        )
+        assert Fraction(DISTINCT.count_with_max(n, k, m), DISTINCT.n_sequences(n, k)) == Fraction(
+            comb(m, k - 1), comb(n, k)
+        )

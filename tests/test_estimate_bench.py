@@ -1,4 +1,5 @@
 """``maxk estimate-bench --quick``: the protocol runs end to end and its figures are consistent."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from maxk.model import MaxKTransformer
 def test_noised_model_changes_only_weight_matrices():
     base = checkpoint.load("default")
     m = bench.noised_model(base, 0.1, seed=3)
-    for (name, p), (_, p0) in zip(m.named_parameters(), base.named_parameters()):
+    for (name, p), (_, p0) in zip(m.named_parameters(), base.named_parameters(), strict=True):
         if name in bench.NOISED:
             d, d0 = (p - p0).detach().double(), p0.detach().double()
             rel = float(d.pow(2).mean().sqrt() / d0.pow(2).mean().sqrt())
@@ -28,7 +29,7 @@ def test_noised_model_changes_only_weight_matrices():
         else:
             assert torch.equal(p, p0), name
     again = bench.noised_model(base, 0.1, seed=3)
-    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), again.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), again.parameters(), strict=True))
 
 
 def test_stratified_truth_agrees_with_exact():
@@ -72,10 +73,21 @@ def test_estimate_bench_quick(tmp_path):
 def test_summary_prices_monte_carlo_at_the_method_flops():
     """MSE ratio = mean over models of Var[p]/⌊FLOPs/f⌋ divided by the method's MSE; the corrected
     figures subtract the truth's mean squared standard error."""
-    fam = bench.FamilyResult("f", "uniform", 4, [0.1, 0.2], truth=[0.9, 0.8], truth_se=[0.001, 0.003],
-                             var_pop=[0.04, 0.16], truth_samples=10, mc_flops_per_sample=100.0)
-    fam.estimates["m"] = [{"estimate": 0.91, "flops": 10_050, "seconds": 0.5},
-                          {"estimate": 0.77, "flops": 20_000, "seconds": 1.5}]
+    fam = bench.FamilyResult(
+        "f",
+        "uniform",
+        4,
+        [0.1, 0.2],
+        truth=[0.9, 0.8],
+        truth_se=[0.001, 0.003],
+        var_pop=[0.04, 0.16],
+        truth_samples=10,
+        mc_flops_per_sample=100.0,
+    )
+    fam.estimates["m"] = [
+        {"estimate": 0.91, "flops": 10_050, "seconds": 0.5},
+        {"estimate": 0.77, "flops": 20_000, "seconds": 1.5},
+    ]
     bench.summarize(fam)
     s = fam.summary["m"]
     mse = (0.01**2 + 0.03**2) / 2

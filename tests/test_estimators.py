@@ -1,6 +1,7 @@
 """Heuristic estimators: bin propagation against exact laws, case weights against enumeration,
 sampling against exact evaluation, and every estimator on hand-built models whose soft accuracy is
 known in closed form."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -12,21 +13,21 @@ from hypothesis import strategies as st
 
 from maxk.circuits import CircuitTables, circuit_tables
 from maxk.config import ModelConfig
+from maxk.distributions import DISTINCT, get_distribution
 from maxk.errors import MaxkError
 from maxk.estimators import binned
 from maxk.estimators.bins import cases, coarse_cases
 from maxk.estimators.registry import ESTIMATORS, estimate
-from maxk.distributions import DISTINCT, get_distribution
 from maxk.estimators.sampling import soft_probs, strata_weights
 from maxk.exact import all_sequences, evaluate
 
 from .helpers import random_model
 
-
 DISTS = ["uniform", "distinct"]
 
 
 # ---------------------------------------------------------------- binned laws
+
 
 def _w1(vals_a, probs_a, vals_b, probs_b) -> float:
     """Wasserstein-1 distance between two discrete laws on the line (integral of |CDF difference|)."""
@@ -145,6 +146,7 @@ def test_binning_preserves_mean_for_any_law(values, nb, seed):
 
 # ---------------------------------------------------------------- case weights
 
+
 def _brute_cases(dist, n, k):
     """(m, q, c, t2, c2) -> probability, by enumerating every sequence."""
     seqs = all_sequences(n, k)
@@ -170,7 +172,7 @@ def _brute_cases(dist, n, k):
 def test_case_probabilities_match_enumeration(dist, n, k):
     cs = cases(dist, n, k)
     got = Counter()
-    for m, q, c, t2, c2, p in zip(cs["m"], cs["q"], cs["c"], cs["t2"], cs["c2"], cs["prob"]):
+    for m, q, c, t2, c2, p in zip(cs["m"], cs["q"], cs["c"], cs["t2"], cs["c2"], cs["prob"], strict=True):
         got[(int(m), int(q), int(c), int(t2), int(c2))] += p
     want = _brute_cases(dist, n, k)
     assert set(k_ for k_, v in got.items() if v > 0) == set(want)
@@ -220,7 +222,9 @@ def test_conditional_sampler_matches_the_conditional_law(dist):
         support = {tuple(s) for s in seqs[keep]}
         size = 40 * len(support)
         rng = np.random.default_rng(5)
-        x = get_distribution(dist).sample_given(n, k, np.full(size, m), None if cond_q is None else np.full(size, cond_q), rng)
+        x = get_distribution(dist).sample_given(
+            n, k, np.full(size, m), None if cond_q is None else np.full(size, cond_q), rng
+        )
         counts = Counter(map(tuple, x))
         assert set(counts) == support
         expected = size / len(support)  # conditional law is uniform on its support
@@ -230,6 +234,7 @@ def test_conditional_sampler_matches_the_conditional_law(dist):
 
 
 # ---------------------------------------------------------------- sampling vs exact
+
 
 @pytest.mark.parametrize("dist", DISTS)
 def test_soft_probs_match_exact_evaluation(dist):
@@ -262,6 +267,7 @@ def test_sampling_is_reproducible_and_seeded():
 
 
 # ---------------------------------------------------------------- hand-built models
+
 
 def _tables(n, k, eqke, eqkp, evou, pvou, eupu) -> CircuitTables:
     cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=4, d_head=4)
@@ -343,6 +349,7 @@ def test_attend_to_max_with_positional_values():
 
 # ---------------------------------------------------------------- bins and mean
 
+
 @pytest.mark.parametrize("dist", DISTS)
 def test_bins_with_one_bin_equals_mean(dist):
     tab = circuit_tables(random_model(n=12, k=4, seed=2, scale=1.0))
@@ -375,6 +382,7 @@ def test_bins_rejects_multi_head_and_bad_options():
 
 # ---------------------------------------------------------------- registry
 
+
 def test_registry_contract():
     for name in ("sampling", "stratified", "systematic", "mean", "bins", "cumulant"):
         assert name in ESTIMATORS
@@ -391,6 +399,7 @@ def test_registry_contract():
 
 
 # ---------------------------------------------------------------- a trained, noised model
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dist", DISTS)
@@ -417,6 +426,7 @@ def test_bins_close_to_exact_on_noised_trained_model(dist):
 
 
 # ---------------------------------------------------------------- command line
+
 
 def test_cli_estimate_json_and_errors(tmp_path):
     import json

@@ -1,4 +1,5 @@
 """Exact evaluation (``maxk.exact.evaluate``) against the plain forward pass on every input."""
+
 import math
 
 import pytest
@@ -11,7 +12,6 @@ from maxk.errors import MaxkError
 from maxk.exact import evaluate, evaluate_forward
 
 from .helpers import random_model
-
 
 
 def _assert_same(res, ref, rel=1e-9):

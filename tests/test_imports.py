@@ -16,6 +16,7 @@ as a string literal (``dist == "uniform"``, ``"distinct" != d.name``, ``name in 
 ``case "distinct":``). This reads the syntax tree rather than matching text, so it sees either
 operand order and comparisons split over lines, and does not flag ``for d in ("uniform", ...)``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -64,8 +65,13 @@ def _import_module_name(node: ast.Call) -> str | None:
     """The literal name of ``importlib.import_module("...")`` / ``import_module("...")``, if any."""
     fn = node.func
     called = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else None
-    if called in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant) \
-            and isinstance(node.args[0].value, str) and not node.args[0].value.startswith("."):
+    if (
+        called in ("import_module", "__import__")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+        and not node.args[0].value.startswith(".")
+    ):
         return node.args[0].value
     return None
 
@@ -195,8 +201,11 @@ def a_cycle(graph: dict[str, list[Edge]], component: list[str]) -> list[tuple[st
 
 
 def _describe(graph: dict[str, list[Edge]], component: list[str]) -> str:
-    steps = [f"  {v} -> {e.target}   ({MODULES[v].relative_to(SRC.parent)}:{e.line}"
-             f"{', inside a function' if e.local else ''})" for v, e in a_cycle(graph, component)]
+    steps = [
+        f"  {v} -> {e.target}   ({MODULES[v].relative_to(SRC.parent)}:{e.line}"
+        f"{', inside a function' if e.local else ''})"
+        for v, e in a_cycle(graph, component)
+    ]
     return f"cycle among {', '.join(component)}:\n" + "\n".join(steps)
 
 
@@ -216,6 +225,7 @@ def test_no_import_cycles():
 
 
 # ------------------------------------------------------------------------- the checker itself
+
 
 def _fake_graph(edges: dict[str, list[str]]) -> dict[str, list[Edge]]:
     graph: dict[str, list[Edge]] = defaultdict(list)
@@ -239,8 +249,13 @@ def test_resolution_of_relative_and_package_imports():
     which imports ``_app`` (``from ._app import``) and maxk modules (``from .. import checkpoint``)."""
     graph = import_graph()
     targets = {m: {e.target for e in es} for m, es in graph.items()}
-    assert {"maxk.cli.core", "maxk.cli.prove", "maxk.cli.estimate", "maxk.cli.estimate_bench",
-            "maxk.cli._app"} <= targets["maxk.cli"]
+    assert {
+        "maxk.cli.core",
+        "maxk.cli.prove",
+        "maxk.cli.estimate",
+        "maxk.cli.estimate_bench",
+        "maxk.cli._app",
+    } <= targets["maxk.cli"]
     assert {"maxk.cli._app", "maxk.checkpoint", "maxk.distributions"} <= targets["maxk.cli.core"]
     assert "maxk.proofs.registry" in targets["maxk.cli.prove"] and "maxk.proofs" not in targets["maxk.cli.prove"]
     assert "maxk.cli" in targets["maxk.__main__"]
@@ -250,6 +265,7 @@ def test_resolution_of_relative_and_package_imports():
 
 
 # ------------------------------------------------------------------------- one distribution kernel
+
 
 def _distribution_names() -> set[str]:
     from maxk.distributions import distribution_names
@@ -276,15 +292,18 @@ def literal_distribution_comparisons(source: str, names: set[str]) -> list[int]:
     return sorted(lines)
 
 
-@pytest.mark.parametrize("code, hits", [
-    ('if dist == "uniform": pass', 1),
-    ('ok = "distinct" != d.name', 1),
-    ('ok = d.name in (\n    "uniform",\n    "distinct",\n)', 1),
-    ('ok = name not in {"distinct"}', 1),
-    ('match d:\n    case "uniform":\n        pass', 1),
-    ('for d in ("uniform", "distinct"):\n    evaluate(m, d)', 0),
-    ('x = f(dist="uniform"); y = mode == "fast"', 0),
-])
+@pytest.mark.parametrize(
+    "code, hits",
+    [
+        ('if dist == "uniform": pass', 1),
+        ('ok = "distinct" != d.name', 1),
+        ('ok = d.name in (\n    "uniform",\n    "distinct",\n)', 1),
+        ('ok = name not in {"distinct"}', 1),
+        ('match d:\n    case "uniform":\n        pass', 1),
+        ('for d in ("uniform", "distinct"):\n    evaluate(m, d)', 0),
+        ('x = f(dist="uniform"); y = mode == "fast"', 0),
+    ],
+)
 def test_literal_comparison_checker(code, hits):
     assert len(literal_distribution_comparisons(code, {"uniform", "distinct"})) == hits
 
@@ -292,8 +311,13 @@ def test_literal_comparison_checker(code, hits):
 def test_distribution_names_only_compared_inside_the_kernel():
     names = _distribution_names()
     kernel = PKG / "distributions"
-    found = [f"{path.relative_to(SRC.parent)}:{line}: {path.read_text(encoding='utf-8').splitlines()[line - 1].strip()}"
-             for path in MODULES.values() if kernel not in path.parents
-             for line in literal_distribution_comparisons(path.read_text(encoding="utf-8"), names)]
-    assert not found, ("distribution names compared as string literals outside maxk.distributions "
-                       "(ask the Distribution object instead):\n" + "\n".join(found))
+    found = [
+        f"{path.relative_to(SRC.parent)}:{line}: {path.read_text(encoding='utf-8').splitlines()[line - 1].strip()}"
+        for path in MODULES.values()
+        if kernel not in path.parents
+        for line in literal_distribution_comparisons(path.read_text(encoding="utf-8"), names)
+    ]
+    assert not found, (
+        "distribution names compared as string literals outside maxk.distributions "
+        "(ask the Distribution object instead):\n" + "\n".join(found)
+    )

@@ -1,5 +1,6 @@
 """maxk <-> TransformerLens, both ways: the same logits on random inputs (needs the extra:
 pip install -e '.[test,transformer-lens]'; run with pytest -m interop)."""
+
 import dataclasses
 
 import pytest
@@ -58,23 +59,37 @@ def test_maxk_to_tl_same_logits(n, k, heads, use_scale, scale):
 @pytest.mark.parametrize("n,k,heads,use_scale,scale", CASES)
 def test_tl_to_maxk_same_logits(n, k, heads, use_scale, scale):
     cfg = transformer_lens.HookedTransformerConfig(
-        d_vocab=n, d_vocab_out=n, n_ctx=k, d_model=8, d_head=4, n_heads=heads, n_layers=1, attn_only=True,
-        normalization_type=None, use_attn_scale=use_scale, attn_scale=scale or -1.0, device="cpu", seed=None)
+        d_vocab=n,
+        d_vocab_out=n,
+        n_ctx=k,
+        d_model=8,
+        d_head=4,
+        n_heads=heads,
+        n_layers=1,
+        attn_only=True,
+        normalization_type=None,
+        use_attn_scale=use_scale,
+        attn_scale=scale or -1.0,
+        device="cpu",
+        seed=None,
+    )
     ht = transformer_lens.HookedTransformer(cfg)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in ht.parameters():  # TransformerLens zeroes biases: randomise everything
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     toks = _tokens(n, k, seed=2)
-    for m in (from_hooked_transformer(ht), from_hooked_transformer((ht.cfg, ht.state_dict())),
-              from_hooked_transformer(vars(ht.cfg), state_dict=ht.state_dict())):
+    for m in (
+        from_hooked_transformer(ht),
+        from_hooked_transformer((ht.cfg, ht.state_dict())),
+        from_hooked_transformer(vars(ht.cfg), state_dict=ht.state_dict()),
+    ):
         assert m.cfg.attn_scale == (scale if use_scale else None)
         with torch.no_grad():
             want = ht(toks)
             torch.testing.assert_close(m(toks), want, atol=1e-5, rtol=0)
         tab = circuit_tables(m)
-        torch.testing.assert_close(torch.as_tensor(tab.logits(toks.numpy())), want[:, -1].double(),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.as_tensor(tab.logits(toks.numpy())), want[:, -1].double(), atol=1e-5, rtol=0)
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -88,17 +103,31 @@ def test_round_trip_is_exact(tmp_path):
     assert maxk.load(p).cfg.attn_scale == 3.0
 
 
-@pytest.mark.parametrize("change,msg", [
-    ({"normalization_type": "LN"}, "LayerNorm"),
-    ({"normalization_type": "LNPre"}, "LayerNorm"),
-    ({"attn_only": False, "d_mlp": 16}, "attention-only"),
-    ({"positional_embedding_type": "rotary"}, "positional_embedding_type"),
-    ({"n_layers": 2}, "1-layer"),
-    ({"attention_dir": "bidirectional"}, "attention_dir"),
-])
+@pytest.mark.parametrize(
+    "change,msg",
+    [
+        ({"normalization_type": "LN"}, "LayerNorm"),
+        ({"normalization_type": "LNPre"}, "LayerNorm"),
+        ({"attn_only": False, "d_mlp": 16}, "attention-only"),
+        ({"positional_embedding_type": "rotary"}, "positional_embedding_type"),
+        ({"n_layers": 2}, "1-layer"),
+        ({"attention_dir": "bidirectional"}, "attention_dir"),
+    ],
+)
 def test_tl_models_maxk_cannot_build_are_refused(change, msg):
-    kw = {"d_vocab": 8, "d_vocab_out": 8, "n_ctx": 3, "d_model": 8, "d_head": 4, "n_heads": 1, "n_layers": 1,
-          "attn_only": True, "normalization_type": None, "device": "cpu", "act_fn": "relu"}
+    kw = {
+        "d_vocab": 8,
+        "d_vocab_out": 8,
+        "n_ctx": 3,
+        "d_model": 8,
+        "d_head": 4,
+        "n_heads": 1,
+        "n_layers": 1,
+        "attn_only": True,
+        "normalization_type": None,
+        "device": "cpu",
+        "act_fn": "relu",
+    }
     ht = transformer_lens.HookedTransformer(transformer_lens.HookedTransformerConfig(**{**kw, **change}))
     with pytest.raises(MaxkError, match=msg) as e:
         from_hooked_transformer(ht)
@@ -115,11 +144,22 @@ def test_float64_weights_that_float32_cannot_hold_are_refused():
 
 
 def test_scale_attn_by_inverse_layer_idx_is_the_identity_in_layer_0():
-    kw = {"d_vocab": 8, "d_vocab_out": 8, "n_ctx": 3, "d_model": 8, "d_head": 4, "n_heads": 2, "n_layers": 1,
-          "attn_only": True, "normalization_type": None, "device": "cpu"}
+    kw = {
+        "d_vocab": 8,
+        "d_vocab_out": 8,
+        "n_ctx": 3,
+        "d_model": 8,
+        "d_head": 4,
+        "n_heads": 2,
+        "n_layers": 1,
+        "attn_only": True,
+        "normalization_type": None,
+        "device": "cpu",
+    }
     plain = transformer_lens.HookedTransformer(transformer_lens.HookedTransformerConfig(**kw))
     scaled = transformer_lens.HookedTransformer(
-        transformer_lens.HookedTransformerConfig(**kw, scale_attn_by_inverse_layer_idx=True))
+        transformer_lens.HookedTransformerConfig(**kw, scale_attn_by_inverse_layer_idx=True)
+    )
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for p in plain.parameters():
@@ -132,6 +172,7 @@ def test_scale_attn_by_inverse_layer_idx_is_the_identity_in_layer_0():
 
 
 def test_default_config_matches_tl_scale():
-    cfg = transformer_lens.HookedTransformerConfig(d_vocab=8, n_ctx=3, d_model=32, d_head=32, n_layers=1,
-                                                   attn_only=True, normalization_type=None, device="cpu")
+    cfg = transformer_lens.HookedTransformerConfig(
+        d_vocab=8, n_ctx=3, d_model=32, d_head=32, n_layers=1, attn_only=True, normalization_type=None, device="cpu"
+    )
     assert ModelConfig.from_dict(vars(cfg)).attn_scale is None  # sqrt(32) set by TL = maxk's default

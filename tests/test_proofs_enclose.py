@@ -1,4 +1,5 @@
 """The enclosure code against python-flint ``arb`` balls (an independent exact-enough reference)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,6 @@ from maxk.model import MaxKTransformer
 from maxk.proofs import enclose as E
 
 from .helpers import arb_matrix, arb_tables, random_model
-
 
 ctx.prec = 300
 

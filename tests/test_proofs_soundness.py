@@ -1,5 +1,6 @@
 """Soundness of every registered proof strategy: bound <= exact accuracy on random, max-like
 (hand-built), trained, noised and adversarially perturbed small models, both distributions."""
+
 from __future__ import annotations
 
 import itertools
@@ -27,10 +28,7 @@ from maxk.registry import Refused
 
 from .helpers import arb_tables, max_like_model, random_model
 
-
 ctx.prec = 300
-
-
 
 
 def _margins(model) -> tuple[np.ndarray, np.ndarray]:
@@ -146,8 +144,12 @@ def _implied_cubic_set(tab, dist: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(**model_params, noise=st.sampled_from([0.0, 0.02, 0.1, 0.5]), adv=st.integers(-1, 2),
-       dist=st.sampled_from(["uniform", "distinct"]))
+@given(
+    **model_params,
+    noise=st.sampled_from([0.0, 0.02, 0.1, 0.5]),
+    adv=st.integers(-1, 2),
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
 def test_cubic_certifies_only_correct_inputs(n, k, seed, noise, adv, dist):
     """Stronger than counting: each input inside the cubic proof's certified sets is correct,
     and the count it reports is exactly the number of such inputs."""
@@ -202,8 +204,9 @@ def _arb_correct(model) -> int:
         q, m = x[-1], max(x)
         w = [(eqke[q, x[i]] + eqkp[q, i]).exp() for i in range(k)]
         z = sum(w, arb(0))
-        logit = [eupu[q, o] + sum((w[i] * (evou[x[i], o] + pvou[i, o]) for i in range(k)), arb(0)) / z
-                 for o in range(n)]
+        logit = [
+            eupu[q, o] + sum((w[i] * (evou[x[i], o] + pvou[i, o]) for i in range(k)), arb(0)) / z for o in range(n)
+        ]
         diffs = [logit[m] - logit[o] for o in range(n) if o != m]
         if all(bool(d > 0) for d in diffs):
             correct += 1

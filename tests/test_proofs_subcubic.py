@@ -1,6 +1,7 @@
 """The subcubic proof family: error-term bounds against python-flint ``arb`` (an independent
 high-precision reference), the gap counting, and soundness (every certified input is correct,
 every bound <= exact accuracy) on random, noised and trained small models."""
+
 from __future__ import annotations
 
 import itertools
@@ -24,7 +25,6 @@ from maxk.proofs.enclose import Interval, point
 
 from .helpers import random_model
 
-
 ctx.prec = 300
 
 
@@ -42,7 +42,9 @@ def _exact_qk(model) -> tuple[arb_mat, arb_mat, arb]:
     n, k = model.cfg.n, model.cfg.k
     E = _mat(w["embed.W_E"])
     resq = E + arb_mat([[1] for _ in range(n)]) * _mat(w["pos_embed.W_pos"][k - 1 : k])
-    qt = resq * _mat(w["blocks.0.attn.W_Q"][0]) + arb_mat([[1] for _ in range(n)]) * _mat(w["blocks.0.attn.b_Q"][0][None])
+    qt = resq * _mat(w["blocks.0.attn.W_Q"][0]) + arb_mat([[1] for _ in range(n)]) * _mat(
+        w["blocks.0.attn.b_Q"][0][None]
+    )
     kt = E * _mat(w["blocks.0.attn.W_K"][0])
     return qt, kt, arb(1) / arb(model.cfg.d_head).sqrt()
 
@@ -93,7 +95,9 @@ def _adversarial(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         b[:, 1] = b[:, 0]
         return a, b
     if kind == "rank1":  # exactly rank one: the SVD tail is zero up to rounding
-        return np.outer(rng.standard_normal(n), rng.standard_normal(dh)), np.outer(rng.standard_normal(n), rng.standard_normal(dh))
+        return np.outer(rng.standard_normal(n), rng.standard_normal(dh)), np.outer(
+            rng.standard_normal(n), rng.standard_normal(dh)
+        )
     if kind == "zero":
         return np.zeros((n, dh)), rng.standard_normal((n, dh))
     if kind == "wide":  # n < dh: rank deficient
@@ -172,6 +176,7 @@ def test_margin_and_direct_quadratic_bounds():
 
 # ---------------------------------------------------------------- counting and soundness
 
+
 def _covered(T: np.ndarray, n: int, k: int, dist: str):
     """Every input of ``dist`` that the thresholds T claim, by enumeration."""
     for x in itertools.product(range(n), repeat=k):
@@ -230,7 +235,7 @@ def test_sound_on_random_models(n, k, d_head, seed, scale, dist):
     _check_sound(random_model(n=n, k=k, d_model=6, d_head=d_head, seed=seed, scale=scale), dist)
 
 
-def _attention_model(n: int, k: int, seed: int, noise: float) -> "torch.nn.Module":
+def _attention_model(n: int, k: int, seed: int, noise: float) -> torch.nn.Module:
     """A hand-built model that computes max-of-k well (attention grows with the key token,
     the OV circuit copies), plus Gaussian noise: many inputs are certified, so soundness is
     tested where it matters."""

@@ -5,6 +5,7 @@ strategies' suite is tests/test_proofs_soundness.py): it must be near-exact on a
 closed-form soft accuracy, close to exhaustive evaluation on small random models, and refuse a
 model only as it declared.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,12 +116,26 @@ def test_result_records_round_trip_through_json():
         _roundtrip(prove(model, name))
     for name in ESTIMATORS:
         _roundtrip(estimate(model, name, **_options(name)))
-    big = ProofResult(method="cubic", dist="uniform", n_sequences=512**20, seconds=1.0, flops=10, bound=0.5,
-                      certified=512**20 // 2, cost="O(1)")
+    big = ProofResult(
+        method="cubic",
+        dist="uniform",
+        n_sequences=512**20,
+        seconds=1.0,
+        flops=10,
+        bound=0.5,
+        certified=512**20 // 2,
+        cost="O(1)",
+    )
     _roundtrip(big)
     assert {EvalResult.kind, ProofResult.kind, Estimate.kind} == {"evaluation", "proof", "estimate"}
-    e = Estimate(method="m", dist="uniform", n_sequences=4, seconds=0.0, estimate=0.5,
-                 details={"per_max": np.arange(3.0), "n": np.int64(2)})
+    e = Estimate(
+        method="m",
+        dist="uniform",
+        n_sequences=4,
+        seconds=0.0,
+        estimate=0.5,
+        details={"per_max": np.arange(3.0), "n": np.int64(2)},
+    )
     assert e.details == {"per_max": [0.0, 1.0, 2.0], "n": 2}  # stored as plain data
     _roundtrip(e)
     with pytest.raises(ValueError, match="unknown result kind"):

@@ -8,7 +8,6 @@ from maxk.sampling import evaluate_sampled, per_input_metrics
 from .helpers import random_model
 
 
-
 @pytest.mark.parametrize("dist", ["uniform", "distinct"])
 def test_stratified_interval_covers_exact(dist):
     m = random_model(n=10, k=3, seed=4, scale=1.0)

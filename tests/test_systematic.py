@@ -1,6 +1,7 @@
 """Systematic sampling over the order-statistic hierarchy: the inverse-CDF map gives exactly the
 distribution's law, the estimate is exact when N resolves every input, unbiased otherwise, and
 beats plain Monte Carlo at the same number of inputs."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,6 @@ from maxk.exact import all_sequences, evaluate
 from .helpers import random_model
 
 
-
 def _support(dist, n, k):
     seqs = all_sequences(n, k)
     if dist == "distinct":
@@ -27,8 +27,9 @@ def _support(dist, n, k):
     return [tuple(s) for s in seqs]
 
 
-@pytest.mark.parametrize("dist,n,k", [("distinct", 6, 3), ("distinct", 5, 5), ("uniform", 4, 3),
-                                      ("uniform", 3, 4), ("uniform", 2, 5)])
+@pytest.mark.parametrize(
+    "dist,n,k", [("distinct", 6, 3), ("distinct", 5, 5), ("uniform", 4, 3), ("uniform", 3, 4), ("uniform", 2, 5)]
+)
 def test_fully_resolved_map_hits_every_input_equally(dist, n, k):
     """With levels = k nothing is left to chance: M·T evenly spaced u give each of the T
     equally likely inputs exactly M times."""
@@ -42,8 +43,10 @@ def test_fully_resolved_map_hits_every_input_equally(dist, n, k):
     assert set(counts.values()) == {M}
 
 
-@pytest.mark.parametrize("dist,n,k,levels", [("distinct", 7, 4, 1), ("distinct", 8, 4, 2), ("uniform", 5, 4, 2),
-                                             ("uniform", 4, 5, 1), ("uniform", 6, 3, 3)])
+@pytest.mark.parametrize(
+    "dist,n,k,levels",
+    [("distinct", 7, 4, 1), ("distinct", 8, 4, 2), ("uniform", 5, 4, 2), ("uniform", 4, 5, 1), ("uniform", 6, 3, 3)],
+)
 def test_partly_random_map_has_the_distribution_law(dist, n, k, levels):
     """Uniform u and the random rest: chi-square of the input frequencies against the uniform law
     on the support."""
@@ -104,8 +107,22 @@ def test_cli_systematic(tmp_path):
     path = tmp_path / "m.safetensors"
     checkpoint.save(random_model(n=8, k=3, seed=1), path)
     runner = CliRunner()
-    r = runner.invoke(main, ["estimate", str(path), "--method", "systematic", "--samples", "3000", "--levels", "2",
-                             "--dist", "distinct", "--json"])
+    r = runner.invoke(
+        main,
+        [
+            "estimate",
+            str(path),
+            "--method",
+            "systematic",
+            "--samples",
+            "3000",
+            "--levels",
+            "2",
+            "--dist",
+            "distinct",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["method"] == "systematic" and out["spread"] > 0 and out["flops"] > 0

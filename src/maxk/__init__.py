@@ -3,6 +3,7 @@ the maximum of k integers.
 
 Public API (everything the ``maxk`` command does is one of these functions first):
 """
+
 from .checkpoint import default_model_path, load, save
 from .circuits import CircuitTables, circuit_tables
 from .config import ModelConfig

@@ -1,4 +1,5 @@
 """``python -m maxk``: the ``maxk`` command."""
+
 from .cli import run
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Write files whole or not at all: a temporary file in the same folder, then an atomic rename."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager

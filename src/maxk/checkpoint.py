@@ -1,6 +1,7 @@
 """Load and save models: safetensors (ours, config as JSON metadata) and TransformerLens-style
 ``.pth`` pickles (read by the restricted unpickler in ``safe_pickle``, which runs no code). Both
 become a model through ``state_dict.model_from_parts``, which refuses what maxk cannot build."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The circuit tables (DESIGN §2): the one place the weights are turned into the tables every
 analysis reads. Computed once, in float64, biases folded in."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Model configuration, named as TransformerLens names it, validated with clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,10 @@ class ModelConfig:
         if a == -1.0 or (isinstance(self.d_head, int) and self.d_head > 0 and a == math.sqrt(self.d_head)):
             return None
         if not (math.isfinite(a) and a > 0 and math.isfinite(1.0 / a)):
-            raise MaxkError(f"invalid model config: attn_scale (the divisor of the attention scores) "
-                            f"must be positive and finite, or -1 for sqrt(d_head), got {a!r}")
+            raise MaxkError(
+                f"invalid model config: attn_scale (the divisor of the attention scores) "
+                f"must be positive and finite, or -1 for sqrt(d_head), got {a!r}"
+            )
         return a
 
     @property
@@ -89,10 +92,14 @@ class ModelConfig:
         need(self.n_layers == 1, f"only 1-layer models are supported, got n_layers={self.n_layers}")
         need(self.attn_only is True, "only attention-only models are supported (attn_only must be true)")
         need(self.use_attn_scale in (True, False), f"use_attn_scale must be true or false, got {self.use_attn_scale!r}")
-        need(self.normalization_type in (None, "None", ""),
-             f"only models without LayerNorm are supported, got normalization_type={self.normalization_type!r}")
-        need(self.d_vocab_out == self.d_vocab,
-             f"d_vocab_out must equal d_vocab (outputs are the n tokens), got {self.d_vocab_out} vs {self.d_vocab}")
+        need(
+            self.normalization_type in (None, "None", ""),
+            f"only models without LayerNorm are supported, got normalization_type={self.normalization_type!r}",
+        )
+        need(
+            self.d_vocab_out == self.d_vocab,
+            f"d_vocab_out must equal d_vocab (outputs are the n tokens), got {self.d_vocab_out} vs {self.d_vocab}",
+        )
 
     def to_dict(self) -> dict:
         """The fields under TransformerLens' names and meanings (``attn_scale`` -1.0 = default), so
@@ -108,7 +115,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         """Build from a TransformerLens-style config dict. Fields that do not change this model's
         computation are ignored; one that does, with a value maxk cannot honour, is a MaxkError
         (see ``maxk.tl_fields``)."""

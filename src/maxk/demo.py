@@ -1,7 +1,9 @@
 """``maxk demo``: the main job on the shipped model (n=64, k=4, d=32, seed 0)."""
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from . import checkpoint
 from .distributions import DISTRIBUTIONS
@@ -21,14 +23,18 @@ def run_demo(out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     model = checkpoint.load("default")
     cfg, rec = model.cfg, getattr(model, "training_record", None) or {}
-    console.print(f"[bold]maxk demo[/bold]: shipped model n={cfg.d_vocab} k={cfg.n_ctx} d_model={cfg.d_model} "
-                  f"d_head={cfg.d_head} heads={cfg.n_heads}, seed {rec.get('seed')}, {rec.get('steps')} steps, "
-                  f"final training loss {rec.get('final_loss', float('nan')):.3g}")
+    console.print(
+        f"[bold]maxk demo[/bold]: shipped model n={cfg.d_vocab} k={cfg.n_ctx} d_model={cfg.d_model} "
+        f"d_head={cfg.d_head} heads={cfg.n_heads}, seed {rec.get('seed')}, {rec.get('steps')} steps, "
+        f"final training loss {rec.get('final_loss', float('nan')):.3g}"
+    )
     exact = {}
     for dist in DISTRIBUTIONS:
         r = exact[dist] = evaluate(model, dist)
-        console.print(f"  exact ({dist}): accuracy {r.accuracy:.6f} ({r.correct:,}/{r.n_sequences:,}), "
-                      f"soft accuracy {r.soft_accuracy:.6f}, loss {r.loss:.4g}  ({r.seconds:.2f} s)")
+        console.print(
+            f"  exact ({dist}): accuracy {r.accuracy:.6f} ({r.correct:,}/{r.n_sequences:,}), "
+            f"soft accuracy {r.soft_accuracy:.6f}, loss {r.loss:.4g}  ({r.seconds:.2f} s)"
+        )
 
     acc = exact["uniform"].accuracy
     proofs = prove_all(model, "uniform")
@@ -46,9 +52,21 @@ def run_demo(out_dir: str | Path) -> None:
     table = Table(title=f"Heuristic estimates of soft accuracy (uniform inputs; exact {truth:.6f})")
     for col in ("method", "estimate", "error", "FLOPs", "seconds"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
-    for method, opts in (("mean", {}), ("bins", {}), ("cumulant", {}), ("sampling", {"samples": 10_000}),
-                         ("stratified", {"samples": 10_000}), ("systematic", {"samples": 10_000})):
+    runs: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("mean", {}),
+        ("bins", {}),
+        ("cumulant", {}),
+        ("sampling", {"samples": 10_000}),
+        ("stratified", {"samples": 10_000}),
+        ("systematic", {"samples": 10_000}),
+    )
+    for method, opts in runs:
         e = estimate(model, method, "uniform", **opts)
-        table.add_row(method + (" (10^4 samples)" if opts else ""), f"{e.estimate:.6f}",
-                      f"{e.estimate - truth:+.2e}", f"{e.flops:.3g}", f"{e.seconds:.2f}")
+        table.add_row(
+            method + (" (10^4 samples)" if opts else ""),
+            f"{e.estimate:.6f}",
+            f"{e.estimate - truth:+.2e}",
+            f"{e.flops:.3g}",
+            f"{e.seconds:.2f}",
+        )
     console.print(table)

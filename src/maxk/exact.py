@@ -30,13 +30,14 @@ single-threaded on its own tiles (no synchronisation between cores inside an ope
 
 ``evaluate_forward`` is the straightforward way: the model's forward pass on every input, in batches.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import torch
@@ -79,7 +80,9 @@ class _Tables:
         def t(x):
             return torch.as_tensor(x, dtype=torch.float64, device=dev)
 
-        self.eqke, self.eqkp, self.evou, self.pvou, self.eupu = map(t, (tab.eqke, tab.eqkp, tab.evou, tab.pvou, tab.eupu))
+        self.eqke, self.eqkp, self.evou, self.pvou, self.eupu = map(
+            t, (tab.eqke, tab.eqkp, tab.evou, tab.pvou, tab.eupu)
+        )
         self.H, self.n, self.k = tab.n_heads, tab.n, tab.k
 
     def _atom(self, q: int, t: torch.Tensor, p: int):
@@ -147,7 +150,7 @@ class _Plan:
         masks = torch.as_tensor(keys, device=self.dev) if keys is not None else None
         return keep, tok, top, masks
 
-    def group(self, q: int, with_query: bool) -> "_Group":
+    def group(self, q: int, with_query: bool) -> _Group:
         """Group A (``with_query`` False) or B of query q, restricted to the inputs of ``dist``."""
         rows = self._rows(self.tok_b_all, q) if with_query else self._rows_a
         positions = range(self.a, self.k - 1) if with_query else range(self.a)
@@ -246,8 +249,10 @@ def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool):
         mb1 = [mb[h][None] for h in range(H)]  # [1, jb, n]
         ma_t = [ma[h][:, None].split(ti) for h in range(H)]  # [ti, 1, n]
         lam_t = [lam[h][..., None].split(ti) for h in range(H)]  # [ti, jb, 1]
-        tiles = (([(mb1[h], ma_t[h][t], lam_t[h][t]) for h in range(H)], (min(ti, ia - t * ti), jb))
-                 for t in range(len(ma_t[0])))
+        tiles = (
+            ([(mb1[h], ma_t[h][t], lam_t[h][t]) for h in range(H)], (min(ti, ia - t * ti), jb))
+            for t in range(len(ma_t[0]))
+        )
         ranges = [per] * (R // per) + ([R % per] if R % per else [])
     else:
         tj = max(1, plan.tile // n)
@@ -263,7 +268,8 @@ def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool):
     lower = torch.full((max(ranges),), -_SHIFT, dtype=dtype, device=dev)
     in_place = dev.type == "cpu"
     for (ops, shape), idx, lab_t, lo_t, top_t in zip(
-            tiles, flat.split(ranges), lab.split(ranges), lo.split(ranges), top.split(ranges)):
+        tiles, flat.split(ranges), lab.split(ranges), lo.split(ranges), top.split(ranges), strict=True
+    ):
         rows = idx.shape[0]
         Lf = buf[: rows * n]
         L3 = Lf.view(*shape, n)
@@ -387,8 +393,16 @@ def evaluate(
     correct = sum(int(c) for c, _, _ in results)  # summed in query order: deterministic
     soft_sum = math.fsum(float(s) for _, s, _ in results)
     loss_sum = math.fsum(float(l_) for _, _, l_ in results)
-    return EvalResult(method="exhaustive", dist=d.name, n_sequences=N, seconds=time.perf_counter() - t0,
-                      correct=correct, accuracy=correct / N, soft_accuracy=soft_sum / N, loss=loss_sum / N)
+    return EvalResult(
+        method="exhaustive",
+        dist=d.name,
+        n_sequences=N,
+        seconds=time.perf_counter() - t0,
+        correct=correct,
+        accuracy=correct / N,
+        soft_accuracy=soft_sum / N,
+        loss=loss_sum / N,
+    )
 
 
 def _inference(plan: _Plan, q: int):
@@ -420,8 +434,9 @@ def _accumulate(logits: torch.Tensor, label: torch.Tensor, valid: torch.Tensor |
 
 
 @torch.no_grad()
-def evaluate_forward(model, dist: str | Distribution = "uniform", *, batch: int = 1 << 16,
-                     dtype: torch.dtype = torch.float32) -> EvalResult:
+def evaluate_forward(
+    model, dist: str | Distribution = "uniform", *, batch: int = 1 << 16, dtype: torch.dtype = torch.float32
+) -> EvalResult:
     """The straightforward way: the model's forward pass on every input, in batches.
 
     Cost: n^k forward passes, O(n^k·(k·d·(d + n) + k²·d)). Used as the reference and the baseline.
@@ -443,5 +458,13 @@ def evaluate_forward(model, dist: str | Distribution = "uniform", *, batch: int 
         correct += c
         soft_sum += s
         loss_sum += l_
-    return EvalResult(method="forward", dist=d.name, n_sequences=N, seconds=time.perf_counter() - t0,
-                      correct=correct, accuracy=correct / N, soft_accuracy=soft_sum / N, loss=loss_sum / N)
+    return EvalResult(
+        method="forward",
+        dist=d.name,
+        n_sequences=N,
+        seconds=time.perf_counter() - t0,
+        correct=correct,
+        accuracy=correct / N,
+        soft_accuracy=soft_sum / N,
+        loss=loss_sum / N,
+    )

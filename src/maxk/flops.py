@@ -3,6 +3,7 @@
 A ``FlopCounter`` is threaded through the code that does the work; each step adds what it
 performed (``counter.add(n)``, or the helpers for common operations), so reported FLOPs are
 counted by the code that performs them rather than typed in beside it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

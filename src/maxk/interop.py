@@ -5,6 +5,7 @@
 checks as every checkpoint (``maxk.state_dict``), so a TransformerLens model maxk cannot build
 exactly is refused, never approximated.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,13 +19,16 @@ from .errors import MaxkError
 from .model import MaxKTransformer
 from .state_dict import TL_BUFFERS, model_from_parts
 
+# transformer_lens is an optional extra, imported only lazily (or for type checking); where it is
+# not installed pyright cannot resolve it, which is expected, so these two imports ignore that.
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from transformer_lens import HookedTransformer  # pyright: ignore[reportMissingImports]
 
 
 def _transformer_lens() -> Any:
     try:
-        import transformer_lens
+        # optional extra: unresolvable by pyright where not installed (see the TYPE_CHECKING import)
+        import transformer_lens  # pyright: ignore[reportMissingImports]
     except ImportError:
         raise MaxkError("TransformerLens is not installed: pip install 'maxk[transformer-lens]'") from None
     if not hasattr(transformer_lens, "HookedTransformer"):  # removed in TransformerLens 4
@@ -44,17 +48,26 @@ def to_hooked_transformer(model: MaxKTransformer) -> HookedTransformer:
     if missing:
         raise MaxkError(f"this TransformerLens has no config field(s) {', '.join(missing)}: cannot express the model")
     # Settings TransformerLens defaults to anyway (where it has them), spelled out; no random init.
-    extra = {"positional_embedding_type": "standard", "attention_dir": "causal", "device": "cpu",
-             "dtype": torch.float32, "model_name": "maxk", "init_weights": False}
+    extra = {
+        "positional_embedding_type": "standard",
+        "attention_dir": "causal",
+        "device": "cpu",
+        "dtype": torch.float32,
+        "model_name": "maxk",
+        "init_weights": False,
+    }
     fields.update({k: v for k, v in extra.items() if k in known})
     with warnings.catch_warnings():  # TransformerLens 3.x deprecates HookedTransformer (for 4.0)
         warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
         ht = tl.HookedTransformer(tl.HookedTransformerConfig(**fields))
-    result = ht.load_state_dict({k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()},
-                                strict=False)
+    result = ht.load_state_dict(
+        {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}, strict=False
+    )
     if result.unexpected_keys or set(result.missing_keys) - TL_BUFFERS:
-        raise MaxkError(f"TransformerLens model does not match maxk's: missing {result.missing_keys}, "
-                        f"unexpected {result.unexpected_keys}")
+        raise MaxkError(
+            f"TransformerLens model does not match maxk's: missing {result.missing_keys}, "
+            f"unexpected {result.unexpected_keys}"
+        )
     return ht.eval()
 
 

@@ -1,7 +1,9 @@
 """The 1-layer attention-only transformer of DESIGN §1, with TransformerLens parameter names."""
+
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -56,13 +58,22 @@ class MaxKTransformer(nn.Module):
     the prediction is read at the last position.
     """
 
+    # Set by training / loading (not by ``__init__``, so a fresh model has no such attribute).
+    training_record: dict | None
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.embed = _Embed(cfg.d_vocab, cfg.d_model)
         self.pos_embed = _PosEmbed(cfg.n_ctx, cfg.d_model)
         self.blocks = nn.ModuleList([_Block(cfg)])
+        assert cfg.d_vocab_out is not None  # ModelConfig.__post_init__ defaults it to d_vocab
         self.unembed = _Unembed(cfg.d_model, cfg.d_vocab_out)
+
+    @property
+    def _attn(self) -> _Attention:
+        """The attention of the single block (``nn.ModuleList`` indexing is typed as ``Module``)."""
+        return cast(_Block, self.blocks[0]).attn
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         """TransformerLens' default init: weights ~ N(0, 0.8/sqrt(d_model)), biases zero."""
@@ -76,7 +87,7 @@ class MaxKTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [batch, k] ints in [0, n) -> logits [batch, k, n]."""
-        attn = self.blocks[0].attn
+        attn = self._attn
         k = tokens.shape[-1]
         res = self.embed.W_E[tokens] + self.pos_embed.W_pos[:k]  # [b, k, d]
         q = torch.einsum("bpd,hde->bhpe", res, attn.W_Q) + attn.b_Q[None, :, None, :]

@@ -6,6 +6,7 @@ the inputs it refuses (``Refusal``s: a description and a test on the model's con
 distribution). A new strategy or estimator is one module plus one ``register`` call; the shared
 test suites iterate over the registry, so they pick it up unedited.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -62,16 +63,21 @@ class Method(Generic[F]):
         options = {k: v for k, v in options.items() if v is not None}
         bad = set(options) - set(self.options)
         if bad:
-            raise MaxkError(f"{self.name!r} does not take option(s) {', '.join(sorted(bad))}"
-                            + (f" (it takes {', '.join(sorted(self.options))})" if self.options else ""))
+            raise MaxkError(
+                f"{self.name!r} does not take option(s) {', '.join(sorted(bad))}"
+                + (f" (it takes {', '.join(sorted(self.options))})" if self.options else "")
+            )
         return options
 
 
 def declared_options(fn: Callable[..., Any]) -> dict[str, Any]:
     """Keyword-only parameters of ``fn`` and their defaults, less the runner's own (counter, rng)."""
     params = inspect.signature(fn).parameters.values()
-    return {p.name: (None if p.default is p.empty else p.default)
-            for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _RESERVED}
+    return {
+        p.name: (None if p.default is p.empty else p.default)
+        for p in params
+        if p.kind is p.KEYWORD_ONLY and p.name not in _RESERVED
+    }
 
 
 class Registry(Generic[F]):
@@ -81,8 +87,16 @@ class Registry(Generic[F]):
         self.kind = kind
         self._methods: dict[str, Method[F]] = {}
 
-    def register(self, name: str, run: F, *, cost: str, summary: str,
-                 refuses: tuple[Refusal, ...] = (), options: dict[str, Any] | None = None) -> Method[F]:
+    def register(
+        self,
+        name: str,
+        run: F,
+        *,
+        cost: str,
+        summary: str,
+        refuses: tuple[Refusal, ...] = (),
+        options: dict[str, Any] | None = None,
+    ) -> Method[F]:
         """Add a method (names are unique); its options default to ``declared_options(run)``."""
         if name in self._methods:
             raise ValueError(f"{self.kind} {name!r} already registered")

@@ -7,6 +7,7 @@ nothing is counted) and ``options`` (the method's settings). ``to_dict()`` gives
 with a ``kind`` tag and ``Result.from_dict`` rebuilds the same record, so a sweep's records
 reload as the same Python objects.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-_KINDS: dict[str, type["Result"]] = {}
+_KINDS: dict[str, type[Result]] = {}
 
 
 def plain(x: Any) -> Any:
@@ -59,7 +60,7 @@ class Result:
         return {"kind": self.kind, **{f.name: plain(getattr(self, f.name)) for f in fields(self)}}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Result":
+    def from_dict(d: dict[str, Any]) -> Result:
         """The record ``to_dict`` produced (dispatched on ``kind``)."""
         d = dict(d)
         kind = d.pop("kind", None)
@@ -88,8 +89,9 @@ class EvalResult(Result):
         """95% normal intervals (figure ± 1.96 standard errors) when sampled, else None."""
         if self.spread is None:
             return None
-        return {name: (getattr(self, name) - 1.96 * se, getattr(self, name) + 1.96 * se)
-                for name, se in self.spread.items()}
+        return {
+            name: (getattr(self, name) - 1.96 * se, getattr(self, name) + 1.96 * se) for name, se in self.spread.items()
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,4 +126,3 @@ class Estimate(Result):
     estimate: float
     spread: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
-

@@ -6,19 +6,23 @@ of harmless globals (tensor rebuilding, numpy scalars and arrays, containers) an
 ``transformer_lens`` class to a plain ``Record`` that just stores its fields. Anything else is
 refused with ``UnsafePickleError`` before it is called.
 """
+
 from __future__ import annotations
 
 import codecs
 import collections
 import copyreg
 import io
+import os
 import pickle
 import types
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch._utils  # the tensor-rebuild functions below; `import torch` alone does not declare it to pyright
 
 from .errors import MaxkError
 
@@ -91,7 +95,8 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
         ("builtins", "range"): range,
         ("builtins", "bytearray"): bytearray,
         ("builtins", "object"): object,
-        ("copyreg", "_reconstructor"): copyreg._reconstructor,
+        # typeshed's copyreg stub omits the (private, but always present) _reconstructor
+        ("copyreg", "_reconstructor"): copyreg._reconstructor,  # pyright: ignore[reportAttributeAccessIssue]
         ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles store bytes
         ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
@@ -115,7 +120,7 @@ _ALLOWED = None
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only allow-listed globals; foreign model classes become records."""
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         global _ALLOWED
         if _ALLOWED is None:
             _ALLOWED = _allowed_globals()
@@ -141,7 +146,7 @@ safe_pickle_module = types.SimpleNamespace(
 )
 
 
-def safe_load_pickle(path: str | Path):
+def safe_load_pickle(path: str | os.PathLike) -> Any:
     """Read a torch.save file (zip or legacy) or a plain pickle; return plain data and tensors."""
     path = Path(path)
     try:

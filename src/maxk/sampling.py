@@ -4,10 +4,11 @@ Strata are the value of the maximum, whose probabilities are exact (``Distributi
 samples are allotted in proportion to them (at least two per non-empty stratum), and each
 figure is reported with a 95% interval from the stratified standard error.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,7 +80,16 @@ def evaluate_sampled(
     est = means @ w
     se = np.sqrt(variances @ (w**2))
     names = ("accuracy", "soft_accuracy", "loss")
-    return EvalResult(method="stratified", dist=d.name, n_sequences=d.n_sequences(n, k),
-                      seconds=time.perf_counter() - t0, options={"samples": samples, "seed": seed},
-                      correct=None, accuracy=float(est[0]), soft_accuracy=float(est[1]), loss=float(est[2]),
-                      samples=int(alloc.sum()), spread={nm: float(v) for nm, v in zip(names, se)})
+    return EvalResult(
+        method="stratified",
+        dist=d.name,
+        n_sequences=d.n_sequences(n, k),
+        seconds=time.perf_counter() - t0,
+        options={"samples": samples, "seed": seed},
+        correct=None,
+        accuracy=float(est[0]),
+        soft_accuracy=float(est[1]),
+        loss=float(est[2]),
+        samples=int(alloc.sum()),
+        spread={nm: float(v) for nm, v in zip(names, se, strict=True)},
+    )

@@ -3,6 +3,7 @@ checkpoint becomes a model, for every loader (safetensors, ``.pth`` pickles, Tra
 objects). Whatever describes a model maxk cannot build exactly is a one-line ``MaxkError``:
 config fields are checked by ``ModelConfig.from_dict`` (``maxk.tl_fields``), weights here.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,8 +57,10 @@ def _checked_weight(name: str, t, shape: tuple[int, ...], source: str) -> torch.
         raise MaxkError(f"{source}: {name!r} contains NaN or Inf")
     t32 = t.detach().to("cpu", torch.float32)
     if t.dtype.itemsize > 4 and not torch.equal(t32.to(t.dtype), t.detach().cpu()):
-        raise MaxkError(f"{source}: {name!r} is {str(t.dtype).removeprefix('torch.')} with values float32 "
-                        "cannot hold; maxk models compute in float32")
+        raise MaxkError(
+            f"{source}: {name!r} is {str(t.dtype).removeprefix('torch.')} with values float32 "
+            "cannot hold; maxk models compute in float32"
+        )
     return t32
 
 

@@ -10,6 +10,7 @@ is accepted only if it is None or False (every TransformerLens feature flag is o
 Facts checked in TransformerLens' ``HookedTransformerConfig`` (v2.18, v3.5, v3.9),
 ``components/abstract_attention.py`` and ``components/transformer_block.py``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,10 +18,21 @@ from collections.abc import Callable
 from .errors import MaxkError
 
 # Fields ModelConfig carries (validated there).
-MODEL_FIELDS = frozenset({
-    "d_vocab", "n_ctx", "d_model", "d_head", "n_heads", "d_vocab_out", "n_layers", "attn_only",
-    "normalization_type", "use_attn_scale", "attn_scale",
-})
+MODEL_FIELDS = frozenset(
+    {
+        "d_vocab",
+        "n_ctx",
+        "d_model",
+        "d_head",
+        "n_heads",
+        "d_vocab_out",
+        "n_layers",
+        "attn_only",
+        "normalization_type",
+        "use_attn_scale",
+        "attn_scale",
+    }
+)
 
 
 def _off(v) -> bool:
@@ -62,21 +74,67 @@ MUST_BE_NEUTRAL: dict[str, tuple[Callable[[object], bool], str]] = {
 #   use_dynamic_ntk_rope, relative_attention_*: other positional types only; window_size,
 #   attn_types: local attention only; tie_word_embeddings: encoder-decoder models only; dtype:
 #   the weights' dtype, checked on the weights themselves.
-INERT = frozenset({
-    "scale_attn_by_inverse_layer_idx", "use_split_qkv_input", "use_attn_in", "use_attn_result",
-    "use_hook_tokens", "use_hook_mlp_in", "act_fn", "d_mlp", "experts_per_token", "norm_topk_prob",
-    "eps", "layer_norm_folding", "dtype", "device", "n_devices", "seed", "model_name",
-    "original_architecture", "tokenizer_name", "tokenizer_prepends_bos", "default_prepend_bos",
-    "from_checkpoint", "checkpoint_index", "checkpoint_label_type", "checkpoint_value", "init_mode",
-    "initializer_range", "init_weights", "n_params", "trust_remote_code", "decoder_start_token_id",
-    "train_seq_length", "window_size", "attn_types", "tie_word_embeddings",
-    "ungroup_grouped_query_attention", "rotary_dim", "rotary_base", "rotary_base_local",
-    "rotary_scaling_factor", "rotary_adjacent_pairs", "use_dynamic_ntk_rope", "use_NTK_by_parts_rope",
-    "NTK_by_parts_low_freq_factor", "NTK_by_parts_high_freq_factor", "NTK_by_parts_factor",
-    "NTK_original_ctx_len", "use_yarn_rope", "yarn_factor", "yarn_attention_factor", "yarn_beta_fast",
-    "yarn_beta_slow", "yarn_original_max_position_embeddings", "yarn_truncate", "yarn_global_attn_only",
-    "relative_attention_max_distance", "relative_attention_num_buckets",
-})
+INERT = frozenset(
+    {
+        "scale_attn_by_inverse_layer_idx",
+        "use_split_qkv_input",
+        "use_attn_in",
+        "use_attn_result",
+        "use_hook_tokens",
+        "use_hook_mlp_in",
+        "act_fn",
+        "d_mlp",
+        "experts_per_token",
+        "norm_topk_prob",
+        "eps",
+        "layer_norm_folding",
+        "dtype",
+        "device",
+        "n_devices",
+        "seed",
+        "model_name",
+        "original_architecture",
+        "tokenizer_name",
+        "tokenizer_prepends_bos",
+        "default_prepend_bos",
+        "from_checkpoint",
+        "checkpoint_index",
+        "checkpoint_label_type",
+        "checkpoint_value",
+        "init_mode",
+        "initializer_range",
+        "init_weights",
+        "n_params",
+        "trust_remote_code",
+        "decoder_start_token_id",
+        "train_seq_length",
+        "window_size",
+        "attn_types",
+        "tie_word_embeddings",
+        "ungroup_grouped_query_attention",
+        "rotary_dim",
+        "rotary_base",
+        "rotary_base_local",
+        "rotary_scaling_factor",
+        "rotary_adjacent_pairs",
+        "use_dynamic_ntk_rope",
+        "use_NTK_by_parts_rope",
+        "NTK_by_parts_low_freq_factor",
+        "NTK_by_parts_high_freq_factor",
+        "NTK_by_parts_factor",
+        "NTK_original_ctx_len",
+        "use_yarn_rope",
+        "yarn_factor",
+        "yarn_attention_factor",
+        "yarn_beta_fast",
+        "yarn_beta_slow",
+        "yarn_original_max_position_embeddings",
+        "yarn_truncate",
+        "yarn_global_attn_only",
+        "relative_attention_max_distance",
+        "relative_attention_num_buckets",
+    }
+)
 
 
 def _short(v) -> str:
@@ -100,8 +158,11 @@ def check_tl_fields(d: dict) -> None:
             except TypeError:
                 fine = False
             if not fine:
-                raise MaxkError(f"unsupported model: {name}={_short(value)} changes the computation; "
-                                f"maxk models need {neutral}")
+                raise MaxkError(
+                    f"unsupported model: {name}={_short(value)} changes the computation; maxk models need {neutral}"
+                )
         elif not (value is None or value is False):
-            raise MaxkError(f"unsupported model: unknown config field {name}={_short(value)} "
-                            "(maxk cannot tell whether it changes the model)")
+            raise MaxkError(
+                f"unsupported model: unknown config field {name}={_short(value)} "
+                "(maxk cannot tell whether it changes the model)"
+            )

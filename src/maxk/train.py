@@ -1,11 +1,12 @@
 """Training with the paper's recipe (DESIGN §1): AdamW, uniform i.i.d. tokens, cross-entropy on the
 last position, biases frozen at zero. Deterministic for a given seed and machine."""
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -93,7 +94,9 @@ def trained_model(cfg: ModelConfig, seed: int = 0, steps: int = 3000, **kwargs) 
     from . import checkpoint
 
     key = json.dumps([cfg.to_dict(), seed, steps, sorted(kwargs.items())], sort_keys=True, default=str)
-    path = cache_dir() / f"n{cfg.d_vocab}_k{cfg.n_ctx}_s{seed}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+    path = (
+        cache_dir() / f"n{cfg.d_vocab}_k{cfg.n_ctx}_s{seed}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+    )
     if path.exists():
         return checkpoint.load(path)
     model = train(cfg, seed=seed, steps=steps, **kwargs)

@@ -4,6 +4,7 @@
 exit code 2) and the shared helpers; each subcommand module imports only from ``_app`` and
 registers its commands on ``main``. Importing this package imports them all.
 """
+
 from __future__ import annotations
 
 from . import core, estimate, estimate_bench, prove  # noqa: F401  (each registers its commands on main)

@@ -4,6 +4,7 @@ Every subcommand module (``core``, ``prove``, ``estimate``, ``estimate_bench``) 
 only and registers its commands on ``main``; ``maxk.cli`` imports them all. Bad input -> one line
 ``maxk: error: ...`` on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,13 @@ def progress_bar(description: str, total: int, enabled: bool = True):
 
     console = Console(stderr=True)
     prog = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled or not console.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled or not console.is_terminal,
         transient=True,
     )
     task = prog.add_task(description, total=total)
@@ -87,8 +93,9 @@ def dist_option(help: str | None = None, *, choice: bool = False) -> Callable[[A
     names = distribution_names()
     if choice:
         return click.option("--dist", type=click.Choice(names), default=UNIFORM.name, show_default=True, help=help)
-    return click.option("--dist", default=UNIFORM.name, show_default=True,
-                        help=help or f"input distribution: {', '.join(names)}")
+    return click.option(
+        "--dist", default=UNIFORM.name, show_default=True, help=help or f"input distribution: {', '.join(names)}"
+    )
 
 
 def method_lines(registry: Registry, flags: dict[str, str] | None = None) -> list[str]:

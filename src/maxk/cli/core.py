@@ -1,4 +1,5 @@
 """Core subcommands: train, import, eval, info, demo."""
+
 from __future__ import annotations
 
 import click
@@ -26,26 +27,31 @@ from ._app import dist_option, echo_json, main, progress_bar
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="output .safetensors")
 @click.option("--json", "as_json", is_flag=True, help="print the training record as JSON")
-def train(n, k, d_model, d_head, heads, seed, steps, batch, lr, weight_decay, out, as_json):
+def train(n, k, d_model, d_head, heads, seed, steps, batch, lr, weight_decay, out, as_json) -> None:
     """Train a model with the paper's recipe and save it as safetensors."""
     cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=d_model, d_head=d_head or d_model, n_heads=heads)
     bar, update = progress_bar("training", steps)
     with bar:
-        model = train_model(cfg, seed=seed, steps=steps, batch=batch, lr=lr, weight_decay=weight_decay,
-                            progress=lambda s, _l: update(s))
-    checkpoint.save(model, out, model.training_record)
-    rec = {**model.training_record, "out": str(out), "config": cfg.to_dict()}
+        model = train_model(
+            cfg, seed=seed, steps=steps, batch=batch, lr=lr, weight_decay=weight_decay, progress=lambda s, _l: update(s)
+        )
+    record = model.training_record
+    assert record is not None  # train_model always sets it
+    checkpoint.save(model, out, record)
+    rec = {**record, "out": str(out), "config": cfg.to_dict()}
     if as_json:
         echo_json(rec)
     else:
-        click.echo(f"trained n={n} k={k} d_model={d_model} seed={seed}: {steps} steps in "
-                   f"{rec['seconds']:.1f} s, final loss {rec['final_loss']:.4g} -> {out}")
+        click.echo(
+            f"trained n={n} k={k} d_model={d_model} seed={seed}: {steps} steps in "
+            f"{rec['seconds']:.1f} s, final loss {rec['final_loss']:.4g} -> {out}"
+        )
 
 
 @main.command("import")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="output .safetensors")
-def import_(source, out):
+def import_(source, out) -> None:
     """Convert a TransformerLens .pth checkpoint to safetensors (no code from the file runs)."""
     model = checkpoint.load(source)
     checkpoint.save(model, out, getattr(model, "training_record", None))
@@ -65,15 +71,20 @@ def _evaluate(model, dist: str, samples: int | None, seed: int, show_progress: b
 def _describe(res) -> str:
     if res.ci95:
         ci = res.ci95
-        return (f"{res.method} sampling, {res.samples:,} of {res.n_sequences:,} inputs ({res.dist}), "
-                f"{res.seconds:.2f} s\n"
-                f"  accuracy       {res.accuracy:.6f}  95% CI [{ci['accuracy'][0]:.6f}, {ci['accuracy'][1]:.6f}]\n"
-                f"  soft accuracy  {res.soft_accuracy:.6f}  95% CI [{ci['soft_accuracy'][0]:.6f}, {ci['soft_accuracy'][1]:.6f}]\n"
-                f"  loss           {res.loss:.6g}")
-    return (f"exhaustive over {res.n_sequences:,} inputs ({res.dist}), {res.seconds:.2f} s\n"
-            f"  accuracy       {res.accuracy:.6f}  ({res.correct:,} correct)\n"
-            f"  soft accuracy  {res.soft_accuracy:.6f}\n"
-            f"  loss           {res.loss:.6g}")
+        return (
+            f"{res.method} sampling, {res.samples:,} of {res.n_sequences:,} inputs ({res.dist}), "
+            f"{res.seconds:.2f} s\n"
+            f"  accuracy       {res.accuracy:.6f}  95% CI [{ci['accuracy'][0]:.6f}, {ci['accuracy'][1]:.6f}]\n"
+            f"  soft accuracy  {res.soft_accuracy:.6f}  "
+            f"95% CI [{ci['soft_accuracy'][0]:.6f}, {ci['soft_accuracy'][1]:.6f}]\n"
+            f"  loss           {res.loss:.6g}"
+        )
+    return (
+        f"exhaustive over {res.n_sequences:,} inputs ({res.dist}), {res.seconds:.2f} s\n"
+        f"  accuracy       {res.accuracy:.6f}  ({res.correct:,} correct)\n"
+        f"  soft accuracy  {res.soft_accuracy:.6f}\n"
+        f"  loss           {res.loss:.6g}"
+    )
 
 
 @main.command("eval")
@@ -82,7 +93,7 @@ def _describe(res) -> str:
 @click.option("--samples", type=int, default=None, help="stratified sampling with this many inputs")
 @click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def eval_(model_path, dist, samples, seed, as_json):
+def eval_(model_path, dist, samples, seed, as_json) -> None:
     """Exact accuracy, soft accuracy and loss over every input (or a stratified sample).
 
     MODEL is a maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default' (the
@@ -98,15 +109,16 @@ def eval_(model_path, dist, samples, seed, as_json):
 
 @main.command()
 @click.argument("model_path", metavar="MODEL", default="default")
-def info(model_path):
+def info(model_path) -> None:
     """Show a model's configuration and training record."""
     model = checkpoint.load(model_path)
     echo_json({"config": model.cfg.to_dict(), "training": getattr(model, "training_record", None)})
 
 
 @main.command()
-@click.option("--out-dir", type=click.Path(file_okay=False), default="maxk-demo", show_default=True,
-              help="where plots go")
-def demo(out_dir):
+@click.option(
+    "--out-dir", type=click.Path(file_okay=False), default="maxk-demo", show_default=True, help="where plots go"
+)
+def demo(out_dir) -> None:
     """Run the main analyses on the shipped paper-config model and print a summary."""
     run_demo(out_dir)

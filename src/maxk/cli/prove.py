@@ -1,4 +1,5 @@
 """``maxk prove``: certified lower bounds on accuracy, one strategy or all of them."""
+
 from __future__ import annotations
 
 import click
@@ -24,14 +25,24 @@ def _true_accuracy(model, dist: str) -> tuple[float, str]:
 
 @main.command("prove")
 @click.argument("model_path", metavar="MODEL", required=False)
-@click.option("--strategy", "strategy", default="cubic", show_default=True,
-              help="a proof strategy (see `maxk prove --list`) or 'all'")
+@click.option(
+    "--strategy",
+    "strategy",
+    default="cubic",
+    show_default=True,
+    help="a proof strategy (see `maxk prove --list`) or 'all'",
+)
 @dist_option("input distribution the bound is over", choice=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object, or a list for --strategy all")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="write bound vs FLOPs (PNG) with the brute-force point and the true accuracy")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write bound vs FLOPs (PNG) with the brute-force point and the true accuracy",
+)
 @list_option(STRATEGIES, "list the strategies and exit")
-def prove_cmd(model_path, strategy, dist, as_json, plot_path):
+def prove_cmd(model_path, strategy, dist, as_json, plot_path) -> None:
     """Prove a lower bound on MODEL's accuracy.
 
     The bound holds for the exact real-number model with the checkpoint's weights: every
@@ -58,8 +69,10 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path):
         return
     if strategy != "all":
         r = results[0]
-        click.echo(f"{r.method}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
-                   f"{r.flops:.3g} FLOPs, {r.seconds:.2f} s, cost {r.cost}")
+        click.echo(
+            f"{r.method}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
+            f"{r.flops:.3g} FLOPs, {r.seconds:.2f} s, cost {r.cost}"
+        )
     else:
         from rich.console import Console  # rich only for the table: keeps `maxk --help` fast
         from rich.table import Table

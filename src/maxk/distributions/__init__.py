@@ -4,6 +4,7 @@
 calls with a name or a ``Distribution``) are the ways in; ``register_distribution`` adds a new one
 (see docs/distributions.md for what it must provide).
 """
+
 from __future__ import annotations
 
 from ..errors import MaxkError
@@ -51,5 +52,13 @@ def resolve(dist: str | Distribution, n: int, k: int) -> Distribution:
     return get_distribution(dist).check(n, k)
 
 
-__all__ = ["DISTINCT", "DISTRIBUTIONS", "Distribution", "UNIFORM", "distribution_names", "get_distribution",
-           "register_distribution", "resolve"]
+__all__ = [
+    "DISTINCT",
+    "DISTRIBUTIONS",
+    "Distribution",
+    "UNIFORM",
+    "distribution_names",
+    "get_distribution",
+    "register_distribution",
+    "resolve",
+]

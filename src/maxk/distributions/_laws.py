@@ -1,7 +1,11 @@
 """Small exact-arithmetic helpers the distributions share."""
+
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import comb as scipy_comb
 
 
@@ -10,15 +14,18 @@ def comb_float(a: np.ndarray, r: int) -> np.ndarray:
     return np.asarray(scipy_comb(a, r, exact=False), dtype=np.float64) * (np.asarray(a) >= r)
 
 
-def comb_any(a, b):
+def comb_any(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Binomial coefficients C(a, b) as floats, elementwise (0 where b > a or b < 0)."""
-    return scipy_comb(a, b, exact=False)
+    # scipy's stub allows a scalar result; for the array arguments given here it is an array
+    return cast(np.ndarray, scipy_comb(a, b, exact=False))
 
 
 def pack_cases(parts) -> dict[str, np.ndarray]:
     """Concatenate case tuples (m, q, c, t2, c2, r2, prob) into named arrays."""
     names = ("m", "q", "c", "t2", "c2", "r2")
-    out = {name: np.concatenate([np.asarray(p[i], dtype=np.int64) for p in parts]) for i, name in enumerate(names)}
+    out: dict[str, np.ndarray] = {
+        name: np.concatenate([np.asarray(p[i], dtype=np.int64) for p in parts]) for i, name in enumerate(names)
+    }
     out["prob"] = np.concatenate([np.asarray(p[6], dtype=np.float64) for p in parts])
     return out
 

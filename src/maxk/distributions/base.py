@@ -14,6 +14,7 @@ Counts are exact Python integers (number of inputs; every input of a distributio
 likely, so a count over ``n_sequences`` is a probability); laws are float64 arrays computed from
 exact integers where the old code did so, so figures stay bit-identical.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -42,7 +43,7 @@ class Distribution(ABC):
 
     # ------------------------------------------------------------ support and totals
 
-    def check(self, n: int, k: int) -> "Distribution":
+    def check(self, n: int, k: int) -> Distribution:
         """Raise MaxkError unless sequences of k tokens in [0, n) can be drawn; return self."""
         return self
 
@@ -139,8 +140,7 @@ class Distribution(ABC):
         """``size`` inputs from the distribution: [size, k] int64."""
 
     @abstractmethod
-    def sample_given(self, n: int, k: int, m: np.ndarray, q: np.ndarray | None,
-                     rng: np.random.Generator) -> np.ndarray:
+    def sample_given(self, n: int, k: int, m: np.ndarray, q: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         """Inputs conditioned per row on max = m[i] (and query = q[i] if given): m, q [b] -> [b, k].
         Every (m, q) must have positive probability."""
 
@@ -163,8 +163,9 @@ class Distribution(ABC):
         (all <= t): weights [U, k] (column c-1), or None when a value cannot repeat (c = 1)."""
 
     @abstractmethod
-    def draw_rest(self, A: np.ndarray, count: int, q: np.ndarray, has_q: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+    def draw_rest(
+        self, A: np.ndarray, count: int, q: np.ndarray, has_q: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """The last ``count`` tokens of rows whose other tokens are placed: each below A [g],
         beside query q [g] where ``has_q`` [g] (drawn after the query). -> [g, count] int64."""
 

@@ -1,4 +1,5 @@
 """``distinct``: k distinct tokens in [0, n), every order equally likely; N = n!/(n-k)! (Wu's)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ class Distinct(Distribution):
     name = "distinct"
     allows_repeats = False
 
-    def check(self, n: int, k: int) -> "Distinct":
+    def check(self, n: int, k: int) -> Distinct:
         if k > n:
             raise MaxkError(f"distribution 'distinct' needs k <= n, got k={k}, n={n}")
         return self
@@ -112,8 +113,7 @@ class Distinct(Distribution):
     def sample(self, n: int, k: int, size: int, rng: np.random.Generator) -> np.ndarray:
         return rng.random((size, n)).argsort(axis=1)[:, :k].astype(np.int64)
 
-    def sample_given(self, n: int, k: int, m: np.ndarray, q: np.ndarray | None,
-                     rng: np.random.Generator) -> np.ndarray:
+    def sample_given(self, n: int, k: int, m: np.ndarray, q: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         m = np.asarray(m, dtype=np.int64)
         b = m.shape[0]
         if q is None:
@@ -141,15 +141,20 @@ class Distinct(Distribution):
         r_ = r.astype(np.float64)[:, None]
         A_ = A.astype(np.float64)[:, None]
         ok = (t >= r_ - 1) & (t < A_)
-        logp = (gammaln(t + 1) - gammaln(r_) - gammaln(np.maximum(t - r_ + 2, 1))
-                - (gammaln(A_ + 1) - gammaln(r_ + 1) - gammaln(np.maximum(A_ - r_ + 1, 1))))
+        logp = (
+            gammaln(t + 1)
+            - gammaln(r_)
+            - gammaln(np.maximum(t - r_ + 2, 1))
+            - (gammaln(A_ + 1) - gammaln(r_ + 1) - gammaln(np.maximum(A_ - r_ + 1, 1)))
+        )
         return np.where(ok, np.exp(np.where(ok, logp, 0.0)), 0.0)
 
     def copies_law(self, r: np.ndarray, t: np.ndarray, k: int) -> np.ndarray | None:
         return None
 
-    def draw_rest(self, A: np.ndarray, count: int, q: np.ndarray, has_q: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+    def draw_rest(
+        self, A: np.ndarray, count: int, q: np.ndarray, has_q: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         vals = np.empty((len(A), count), dtype=np.int64)
         for flag in (True, False):
             g = np.nonzero(has_q == flag)[0]
@@ -210,9 +215,15 @@ class Distinct(Distribution):
         N = perm(n, k)
         ms = np.arange(max(k - 1, 0), n)
         # query = max: all k-1 other positions random, population [0, m)
-        top = dict(m=ms, q=ms, fixm=np.zeros((len(ms), k)), rest=np.tile(1.0 - eye[last], (len(ms), 1)),
-                   size=ms.astype(np.float64), removed=np.full((len(ms), 1), -1),
-                   weight=np.array([perm(int(m), k - 1) / N for m in ms]))
+        top = dict(
+            m=ms,
+            q=ms,
+            fixm=np.zeros((len(ms), k)),
+            rest=np.tile(1.0 - eye[last], (len(ms), 1)),
+            size=ms.astype(np.float64),
+            removed=np.full((len(ms), 1), -1),
+            weight=np.array([perm(int(m), k - 1) / N for m in ms]),
+        )
         parts = [top]
         if k >= 2:
             mm, qq, pp = [], [], []
@@ -226,9 +237,17 @@ class Distinct(Distribution):
             if mm:
                 mm, qq, pp = np.concatenate(mm), np.concatenate(qq), np.concatenate(pp)
                 fix = eye[pp]
-                parts.append(dict(m=mm, q=qq, fixm=fix, rest=1.0 - fix - eye[last][None], size=(mm - 1.0),
-                                  removed=qq[:, None].copy(),
-                                  weight=np.array([perm(max(m - 1, 0), k - 2) / N for m in range(n)])[mm]))
+                parts.append(
+                    dict(
+                        m=mm,
+                        q=qq,
+                        fixm=fix,
+                        rest=1.0 - fix - eye[last][None],
+                        size=(mm - 1.0),
+                        removed=qq[:, None].copy(),
+                        weight=np.array([perm(max(m - 1, 0), k - 2) / N for m in range(n)])[mm],
+                    )
+                )
         st = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         st["gamma"] = self.pair_covariance_factor(st["size"])
         return st, 0.0

@@ -1,4 +1,5 @@
 """``uniform``: k i.i.d. uniform tokens in [0, n); N = n^k (the paper's distribution)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -83,8 +84,7 @@ class Uniform(Distribution):
     def sample(self, n: int, k: int, size: int, rng: np.random.Generator) -> np.ndarray:
         return rng.integers(0, n, size=(size, k), dtype=np.int64)
 
-    def sample_given(self, n: int, k: int, m: np.ndarray, q: np.ndarray | None,
-                     rng: np.random.Generator) -> np.ndarray:
+    def sample_given(self, n: int, k: int, m: np.ndarray, q: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         m = np.asarray(m, dtype=np.int64)
         b = m.shape[0]
         if q is None:
@@ -124,8 +124,9 @@ class Uniform(Distribution):
         logf = np.where(r_ - c > 0, np.where(t_ > 0, (r_ - c) * logfrac, -np.inf), 0.0)
         return np.where(c <= r_, np.exp(logc + logf - c * np.log(t_ + 1.0)), 0.0)
 
-    def draw_rest(self, A: np.ndarray, count: int, q: np.ndarray, has_q: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+    def draw_rest(
+        self, A: np.ndarray, count: int, q: np.ndarray, has_q: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         return np.floor(rng.random((len(A), count)) * A[:, None]).astype(np.int64)
 
     def cases(self, n: int, k: int) -> dict[str, np.ndarray]:
@@ -154,8 +155,17 @@ class Uniform(Distribution):
                 if c >= 1:
                     reps = Ms  # m choices of q below m
                     qs = np.concatenate([np.arange(v) for v in Ms]) if len(Ms) else Ms
-                    out.append((np.repeat(Ms, reps), qs, c + 0 * qs, np.repeat(Ts, reps), np.repeat(C2, reps),
-                                np.repeat(R2, reps), np.repeat(pr, reps)))
+                    out.append(
+                        (
+                            np.repeat(Ms, reps),
+                            qs,
+                            c + 0 * qs,
+                            np.repeat(Ts, reps),
+                            np.repeat(C2, reps),
+                            np.repeat(R2, reps),
+                            np.repeat(pr, reps),
+                        )
+                    )
         return pack_cases(out)
 
     def low_token_mask(self, n: int) -> np.ndarray:
@@ -187,8 +197,16 @@ class Uniform(Distribution):
         dropped = float(max(pm_true.sum() - cov_m.sum(), 0.0))
         if cmax < last:  # renormalise within each m to the exact P[max = m]
             weight = weight * (pm_true / np.where(cov_m > 0, cov_m, 1.0))[g_m]
-        st = dict(m=g_m, q=g_q, fixm=fix_p[g_p], rest=rest_p[g_p], size=g_m.astype(np.float64),
-                  removed=np.full((len(g_m), 1), -1), weight=weight, gamma=np.zeros(len(g_m)))
+        st = dict(
+            m=g_m,
+            q=g_q,
+            fixm=fix_p[g_p],
+            rest=rest_p[g_p],
+            size=g_m.astype(np.float64),
+            removed=np.full((len(g_m), 1), -1),
+            weight=weight,
+            gamma=np.zeros(len(g_m)),
+        )
         return st, dropped
 
     # ------------------------------------------------------------ draws (with replacement)

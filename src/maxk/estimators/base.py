@@ -1,4 +1,5 @@
 """What an estimator function returns to the registry, which builds the ``Estimate`` record."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -18,30 +18,40 @@ is Var[p(x)] / ⌊B / f⌋ (at least one sample), with Var[p(x)] the per-input v
 probability on the right answer (from the truth samples). Ratio > 1 means the method beats
 sampling at equal compute. With sampled truth the measured MSE includes the truth's own
 variance (mean SE², ``mse_truth_noise``); ``rmse_corrected`` and ``mse_ratio_vs_mc_corrected``
-subtract it (an unbiased correction; it can hit zero when the method is better than the truth). ``spread_z_rms`` = RMS of error / spread where a method
+subtract it (an unbiased correction; it can hit zero when the method is better than the truth).
+``spread_z_rms`` = RMS of error / spread where a method
 reports a spread (≈ 1 if calibrated).
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
+from rich.table import Table
 
 from ..circuits import CircuitTables, circuit_tables
 from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..exact import evaluate
-from ..model import BIAS_NAMES
+from ..model import BIAS_NAMES, MaxKTransformer
 from ..sampling import per_input_metrics, proportional_allocation
 
-NOISED = ("embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V",
-          "blocks.0.attn.W_O", "unembed.W_U")
+NOISED = (
+    "embed.W_E",
+    "pos_embed.W_pos",
+    "blocks.0.attn.W_Q",
+    "blocks.0.attn.W_K",
+    "blocks.0.attn.W_V",
+    "blocks.0.attn.W_O",
+    "unembed.W_U",
+)
 
 # Noise scales (relative to each matrix's RMS) chosen by measurement so that the family's true soft
 # accuracy spans about 0.6–0.99: see docs/estimators.md, "Evaluation protocol".
@@ -52,7 +62,7 @@ VAR_SAMPLES = 1_000_000  # samples measuring Var[p(x)] when the truth is exact
 DEFAULT_METHODS = ("systematic", "cumulant", "bins", "mean", "stratified", "sampling")
 
 
-def noised_model(base, sigma: float, seed: int):
+def noised_model(base: MaxKTransformer, sigma: float, seed: int) -> MaxKTransformer:
     """A copy of ``base`` with every weight matrix W replaced by W + sigma·rms(W)·ε, ε ~ N(0, 1)
     from ``seed`` (biases untouched). Cost O(parameters)."""
     model = copy.deepcopy(base)
@@ -175,18 +185,37 @@ def summarize(fam: FamilyResult) -> None:
             z = float(np.sqrt(np.mean((err / np.array(spreads)) ** 2)))
         mse_c = max(mse - se2, 0.0)
         fam.summary[method] = dict(
-            bias=float(err.mean()), rmse=math.sqrt(mse), worst=float(np.abs(err).max()), mse=mse,
-            mse_truth_noise=se2, rmse_corrected=math.sqrt(mse_c),
-            mse_ratio_vs_mc_corrected=(mc_mse / mse_c) if mse_c > 0 else float("inf"), flops=flops, seconds=float(np.mean([e["seconds"] for e in ests])),
-            max_seconds=float(np.max([e["seconds"] for e in ests])), mc_mse_same_flops=mc_mse,
-            mse_ratio_vs_mc=(mc_mse / mse) if mse > 0 else float("inf"), spread_z_rms=z,
+            bias=float(err.mean()),
+            rmse=math.sqrt(mse),
+            worst=float(np.abs(err).max()),
+            mse=mse,
+            mse_truth_noise=se2,
+            rmse_corrected=math.sqrt(mse_c),
+            mse_ratio_vs_mc_corrected=(mc_mse / mse_c) if mse_c > 0 else float("inf"),
+            flops=flops,
+            seconds=float(np.mean([e["seconds"] for e in ests])),
+            max_seconds=float(np.max([e["seconds"] for e in ests])),
+            mc_mse_same_flops=mc_mse,
+            mse_ratio_vs_mc=(mc_mse / mse) if mse > 0 else float("inf"),
+            spread_z_rms=z,
         )
 
 
-def run_family(name: str, base, dist: str, n_models: int, sigmas: tuple[float, float], methods, *,
-               truth_samples: int, exact: bool = False, seed: int = 0, method_options: dict | None = None,
-               log: Callable[[str], None] = lambda s: None,
-               progress: Callable[[int, int], None] | None = None) -> FamilyResult:
+def run_family(
+    name: str,
+    base,
+    dist: str,
+    n_models: int,
+    sigmas: tuple[float, float],
+    methods,
+    *,
+    truth_samples: int,
+    exact: bool = False,
+    seed: int = 0,
+    method_options: dict | None = None,
+    log: Callable[[str], None] = lambda s: None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FamilyResult:
     """Build one noised family from ``base``, compute the truth (exact enumeration if ``exact``,
     else ``truth_samples`` stratified samples) and run every method on every model through the
     estimator registry."""
@@ -198,12 +227,16 @@ def run_family(name: str, base, dist: str, n_models: int, sigmas: tuple[float, f
     t0 = time.perf_counter()
     # with exact truth the samples only measure Var[p(x)] to price Monte Carlo: 10^6 is plenty
     ts = truth_sample(dist, cfg.n, cfg.k, min(truth_samples, VAR_SAMPLES) if exact else truth_samples, seed=seed + 7)
-    log(f"{name}: {len(ts.tokens)} stratified samples drawn in {time.perf_counter() - t0:.1f}s "
-        f"({'truth' if not exact else 'per-input variance only; truth exact'})")
+    log(
+        f"{name}: {len(ts.tokens)} stratified samples drawn in {time.perf_counter() - t0:.1f}s "
+        f"({'truth' if not exact else 'per-input variance only; truth exact'})"
+    )
     base_tab = circuit_tables(base)
     probe = estimate(base_tab, "sampling", dist, samples=1000, seed=seed)
-    fam = FamilyResult(name, dist, cfg.k, [float(s) for s in sig], [], [], [], None if exact else len(ts.tokens),
-                       probe.flops / 1000.0)
+    assert probe.flops is not None  # the registry always counts an estimator's FLOPs
+    fam = FamilyResult(
+        name, dist, cfg.k, [float(s) for s in sig], [], [], [], None if exact else len(ts.tokens), probe.flops / 1000.0
+    )
     for j, s in enumerate(sig):
         tab = circuit_tables(noised_model(base, float(s), seed * 100_003 + j))
         truth = exact_truth(tab, dist, ts) if exact else stratified_truth(tab, ts)
@@ -219,20 +252,39 @@ def run_family(name: str, base, dist: str, n_models: int, sigmas: tuple[float, f
     return fam
 
 
-def results_table(families: list[FamilyResult]):
+def results_table(families: list[FamilyResult]) -> Table:
     """A rich table of every family's per-method figures."""
-    from rich.table import Table
 
     t = Table(title="Heuristic estimators on noised model families (error = estimate − truth)")
-    for col in ("family", "method", "bias", "RMSE", "RMSE−truth noise", "worst", "FLOPs", "seconds",
-                "MSE ratio vs MC", "(corrected)", "z rms"):
+    for col in (
+        "family",
+        "method",
+        "bias",
+        "RMSE",
+        "RMSE−truth noise",
+        "worst",
+        "FLOPs",
+        "seconds",
+        "MSE ratio vs MC",
+        "(corrected)",
+        "z rms",
+    ):
         t.add_column(col, justify="right" if col not in ("family", "method") else "left")
     for fam in families:
         for meth, s in fam.summary.items():
-            t.add_row(fam.name, meth, f"{s['bias']:+.5f}", f"{s['rmse']:.5f}", f"{s['rmse_corrected']:.5f}",
-                      f"{s['worst']:.5f}", f"{s['flops']:.3g}", f"{s['seconds']:.3f}",
-                      f"{s['mse_ratio_vs_mc']:.3g}", f"{s['mse_ratio_vs_mc_corrected']:.3g}",
-                      "-" if s["spread_z_rms"] is None else f"{s['spread_z_rms']:.2f}")
+            t.add_row(
+                fam.name,
+                meth,
+                f"{s['bias']:+.5f}",
+                f"{s['rmse']:.5f}",
+                f"{s['rmse_corrected']:.5f}",
+                f"{s['worst']:.5f}",
+                f"{s['flops']:.3g}",
+                f"{s['seconds']:.3f}",
+                f"{s['mse_ratio_vs_mc']:.3g}",
+                f"{s['mse_ratio_vs_mc_corrected']:.3g}",
+                "-" if s["spread_z_rms"] is None else f"{s['spread_z_rms']:.2f}",
+            )
     return t
 
 

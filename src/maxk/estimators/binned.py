@@ -11,9 +11,11 @@ Binning keeps the mean exactly; a function of two independent binned variables t
 (mass m_i·m_j each) and re-bins, so sums and products of independent variables keep their exact
 means, while nonlinear functions (max, ratios) are approximated at the resolution of the bins.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -38,8 +40,13 @@ def _log2(n: int) -> int:
     return int(np.ceil(np.log2(max(n, 2))))
 
 
-def from_atoms(values: np.ndarray, probs: np.ndarray, masses: np.ndarray | int,
-               counter: FlopCounter | None = None, presorted: bool = False) -> np.ndarray:
+def from_atoms(
+    values: np.ndarray,
+    probs: np.ndarray,
+    masses: np.ndarray | int,
+    counter: FlopCounter | None = None,
+    presorted: bool = False,
+) -> np.ndarray:
     """Bin a discrete law into bins of the given masses (an int b means b equal masses).
 
     values, probs: [..., N] (probs >= 0, normalised along the last axis here; zero-mass atoms
@@ -48,7 +55,8 @@ def from_atoms(values: np.ndarray, probs: np.ndarray, masses: np.ndarray | int,
     quantile function. ``presorted``: values already ascend along the last axis (no sort).
     Cost: a sort of N per distribution (unless presorted) plus O(N + b log N).
     """
-    masses = equal_profile(masses) if np.isscalar(masses) else np.asarray(masses, dtype=np.float64)
+    # np.isscalar does not narrow for pyright: a scalar ``masses`` is the int b
+    masses = equal_profile(cast(int, masses)) if np.isscalar(masses) else np.asarray(masses, dtype=np.float64)
     b = len(masses)
     values = np.asarray(values, dtype=np.float64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -86,8 +94,14 @@ def from_atoms(values: np.ndarray, probs: np.ndarray, masses: np.ndarray | int,
     return out.reshape(*lead, b)
 
 
-def combine(f: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
-            masses: np.ndarray | None = None, counter: FlopCounter | None = None, ops: int = 1) -> np.ndarray:
+def combine(
+    f: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    masses: np.ndarray | None = None,
+    counter: FlopCounter | None = None,
+    ops: int = 1,
+) -> np.ndarray:
     """Law of f(X, Y) for independent binned X [..., b] and Y [..., b] (profile ``masses``,
     default equal): all b² pairs re-binned to the same profile. ``ops`` = FLOPs of one f.
     Cost: b²·ops plus a sort of b² per distribution."""
@@ -118,8 +132,9 @@ def iid_sum(y: np.ndarray, r: int, masses: np.ndarray | None = None, counter: Fl
     return iid_sums(y, r, masses, counter)[r]
 
 
-def iid_sums(y: np.ndarray, r_max: int, masses: np.ndarray | None = None,
-             counter: FlopCounter | None = None) -> list[np.ndarray]:
+def iid_sums(
+    y: np.ndarray, r_max: int, masses: np.ndarray | None = None, counter: FlopCounter | None = None
+) -> list[np.ndarray]:
     """[law of Y_1 + ... + Y_r for r = 0..r_max]: doubling powers Y, 2Y, 4Y, ... (log r_max
     combinations), then S_r = S_(r − low bit) + power(low bit): r_max combinations in all."""
     add = lambda a, c: combine(np.add, a, c, masses, counter)  # noqa: E731

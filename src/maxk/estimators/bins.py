@@ -26,9 +26,11 @@ independent logits. b = 1 is mean propagation (the low sum replaced by its mean)
 Cost: O(n⁴) for the low mean values, O(n³ log n) to bin the low token factors,
 O(n²·k·b² log b) for their sums, O(cases·b·n) for the logits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -45,6 +47,7 @@ _CHUNK = 1 << 11  # cases per block in the logit step: [chunk, b, n] float64 sta
 
 
 # ---------------------------------------------------------------- cases
+
 
 def cases(dist: str | Distribution, n: int, k: int) -> dict[str, np.ndarray]:
     """All cases (m, q, c, t2, c2, tl, r2) with exact probabilities summing to 1 (t2 = -1: none;
@@ -112,9 +115,16 @@ def _merge_far(cs: dict[str, np.ndarray], gap: int) -> dict[str, np.ndarray]:
     uk, first, inv = np.unique(key, return_index=True, return_inverse=True)
     prob = np.bincount(inv, weights=cs["prob"][far])
     m = cs["m"][far][first]
-    merged = {"m": m, "q": cs["q"][far][first], "c": cs["c"][far][first],
-              "t2": np.full(len(uk), -1), "c2": np.zeros(len(uk), dtype=np.int64), "tl": m - gap,
-              "r2": cs["c2"][far][first] + cs["r2"][far][first], "prob": prob}
+    merged = {
+        "m": m,
+        "q": cs["q"][far][first],
+        "c": cs["c"][far][first],
+        "t2": np.full(len(uk), -1),
+        "c2": np.zeros(len(uk), dtype=np.int64),
+        "tl": m - gap,
+        "r2": cs["c2"][far][first] + cs["r2"][far][first],
+        "prob": prob,
+    }
     return {key_: np.concatenate([cs[key_][~far], merged[key_]]) for key_ in merged}
 
 
@@ -151,6 +161,7 @@ def _position_groups(ep: np.ndarray, groups: int):
 
 # ---------------------------------------------------------------- per-query tables
 
+
 @dataclass
 class _Tables:
     """Per-query tables shared by all cases (single head). A weight exp(score) factors as
@@ -174,7 +185,9 @@ class _Tables:
     vtok: np.ndarray
 
 
-def _query_tables(tab: CircuitTables, dist: Distribution, masses: np.ndarray, r_max: int, counter: FlopCounter) -> _Tables:
+def _query_tables(
+    tab: CircuitTables, dist: Distribution, masses: np.ndarray, r_max: int, counter: FlopCounter
+) -> _Tables:
     """Build ``_Tables``. Cost O(n⁴) for the mean values, O(n³ log n) to bin the low token factors,
     O(n²·r_max·b² log b) for their sums."""
     n, k = tab.n, tab.k
@@ -210,9 +223,60 @@ def auto_gap(k: int) -> int:
     return 16 if k <= 5 else 6
 
 
-def bin_propagation(tables: CircuitTables, dist: str | Distribution, n_bins: int, counter: FlopCounter,
-                    tol: float = 1e-4, gap: int | None = None, positions: int = 4,
-                    return_cases: bool = False, profile: str = "tail"):
+@overload
+def bin_propagation(
+    tables: CircuitTables,
+    dist: Distribution,
+    n_bins: int,
+    counter: FlopCounter,
+    tol: float = ...,
+    gap: int | None = ...,
+    positions: int = ...,
+    return_cases: Literal[False] = ...,
+    profile: str = ...,
+) -> tuple[float, np.ndarray]: ...
+
+
+@overload
+def bin_propagation(
+    tables: CircuitTables,
+    dist: Distribution,
+    n_bins: int,
+    counter: FlopCounter,
+    tol: float = ...,
+    gap: int | None = ...,
+    positions: int = ...,
+    *,
+    return_cases: Literal[True],
+    profile: str = ...,
+) -> tuple[float, np.ndarray, dict[str, np.ndarray]]: ...
+
+
+@overload
+def bin_propagation(
+    tables: CircuitTables,
+    dist: Distribution,
+    n_bins: int,
+    counter: FlopCounter,
+    tol: float = ...,
+    gap: int | None = ...,
+    positions: int = ...,
+    return_cases: bool = ...,
+    profile: str = ...,
+) -> tuple[float, np.ndarray] | tuple[float, np.ndarray, dict[str, np.ndarray]]: ...
+
+
+def bin_propagation(
+    tables: CircuitTables,
+    dist: Distribution,
+    n_bins: int,
+    counter: FlopCounter,
+    tol: float = 1e-4,
+    gap: int | None = None,
+    positions: int = 4,
+    return_cases: bool = False,
+    profile: str = "tail",
+) -> tuple[float, np.ndarray] | tuple[float, np.ndarray, dict[str, np.ndarray]]:
     """Estimated expected soft accuracy by bin propagation with ``n_bins`` bins.
 
     gap: second tokens t2 below m − gap are not conditioned on (0: none are; >= n: all are;
@@ -251,15 +315,18 @@ def bin_propagation(tables: CircuitTables, dist: str | Distribution, n_bins: int
     vq_t, epv_t, vtok_t = torch.as_tensor(T.vq), torch.as_tensor(T.epv), torch.as_tensor(T.vtok)
     ep_sum = T.ep.sum(axis=1)  # [q]
     gf = np.einsum("qgi,qi->qg", members, T.ep) / sizes[None, :]  # mean factor of a group [q, g]
-    gpv = torch.as_tensor(np.einsum("qgi,qi,io->qgo", members, T.ep, tables.pvou[0][:f])
-                          / np.maximum(gf * sizes[None, :], 1e-300)[..., None])  # factor-weighted PVOU
+    gpv = torch.as_tensor(
+        np.einsum("qgi,qi,io->qgo", members, T.ep, tables.pvou[0][:f])
+        / np.maximum(gf * sizes[None, :], 1e-300)[..., None]
+    )  # factor-weighted PVOU
     counter.add(n * f * (2 + 2 * n), "position_groups")
     per_max = np.zeros(n)
     case_p = np.empty(len(cs["m"]))
     b = n_bins
     for s in range(0, len(cs["m"]), _CHUNK):
         m, q, c, t2, c2, tl, r2, mg, tg = (
-            cs[key][s : s + _CHUNK] for key in ("m", "q", "c", "t2", "c2", "tl", "r2", "mg", "tg"))
+            cs[key][s : s + _CHUNK] for key in ("m", "q", "c", "t2", "c2", "tl", "r2", "mg", "tg")
+        )
         C = len(m)
         prob = cs["prob"][s : s + _CHUNK]
         has2 = t2 >= 0
@@ -286,8 +353,11 @@ def bin_propagation(tables: CircuitTables, dist: str | Distribution, n_bins: int
         v_m = EV[tm] + torch.where(tat, gpv_m, pv_avg)
         v_2 = EV[tt] + torch.where(tat2, gpv_2, pv_avg)
         epv_s = epv_t[tq] - tat * torch.as_tensor(epm_)[:, None] * gpv_m - tat2 * torch.as_tensor(ep2_)[:, None] * gpv_2
-        pv_low = torch.where(torch.as_tensor(known & (r2 > 0))[:, None],
-                             epv_s / torch.as_tensor(np.where(s_sum > 0, s_sum, 1.0))[:, None], pv_avg)
+        pv_low = torch.where(
+            torch.as_tensor(known & (r2 > 0))[:, None],
+            epv_s / torch.as_tensor(np.where(s_sum > 0, s_sum, 1.0))[:, None],
+            pv_avg,
+        )
         # logits = A + beta·(v_low − mu), mu = the explicit tokens' attention-weighted mean value
         mu = w[:, :1] * vq_t[tq] + w[:, 1:2] * v_m + w[:, 2:] * v_2  # [C, n]
         A = U[tq] + mu
@@ -309,26 +379,51 @@ def bin_propagation(tables: CircuitTables, dist: str | Distribution, n_bins: int
     return float(per_max.sum()), per_max
 
 
-def bins(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
-         n_bins: int = DEFAULTS["n_bins"], tol: float = DEFAULTS["tol"], gap: int | None = DEFAULTS["gap"],
-         positions: int = DEFAULTS["positions"], profile: str = DEFAULTS["profile"]) -> EstimateValue:
+def bins(
+    tables: CircuitTables,
+    dist: Distribution,
+    *,
+    counter: FlopCounter,
+    rng: np.random.Generator,
+    n_bins: int = DEFAULTS["n_bins"],
+    tol: float = DEFAULTS["tol"],
+    gap: int | None = DEFAULTS["gap"],
+    positions: int = DEFAULTS["positions"],
+    profile: str = DEFAULTS["profile"],
+) -> EstimateValue:
     """Bin propagation with ``n_bins`` bins (see ``bin_propagation`` for the options).
     Deterministic (``rng`` unused). Cost O(n⁴ + n²·k·b² log b + cases·b·n)."""
     with single_threaded():
         est, per_max = bin_propagation(tables, dist, n_bins, counter, tol, gap, positions, profile=profile)
     used_gap = auto_gap(tables.k) if gap is None else gap
-    return EstimateValue(est, details={
-        "n_bins": int(n_bins), "tol": tol, "gap": used_gap, "positions": positions, "profile": profile,
-        "per_max": per_max.tolist()})
+    return EstimateValue(
+        est,
+        details={
+            "n_bins": int(n_bins),
+            "tol": tol,
+            "gap": used_gap,
+            "positions": positions,
+            "profile": profile,
+            "per_max": per_max.tolist(),
+        },
+    )
 
 
-def mean(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
-         tol: float = DEFAULTS["tol"], gap: int | None = DEFAULTS["gap"],
-         positions: int = DEFAULTS["positions"]) -> EstimateValue:
+def mean(
+    tables: CircuitTables,
+    dist: Distribution,
+    *,
+    counter: FlopCounter,
+    rng: np.random.Generator,
+    tol: float = DEFAULTS["tol"],
+    gap: int | None = DEFAULTS["gap"],
+    positions: int = DEFAULTS["positions"],
+) -> EstimateValue:
     """Mean propagation: bin propagation with one bin (the low tokens' weight sum replaced by its
     mean); the same conditioning as ``bins``. Cost O(n⁴ + cases·n)."""
     with single_threaded():
         est, per_max = bin_propagation(tables, dist, 1, counter, tol, gap, positions)
     used_gap = auto_gap(tables.k) if gap is None else gap
-    return EstimateValue(est, details={
-        "n_bins": 1, "tol": tol, "gap": used_gap, "positions": positions, "per_max": per_max.tolist()})
+    return EstimateValue(
+        est, details={"n_bins": 1, "tol": tol, "gap": used_gap, "positions": positions, "per_max": per_max.tolist()}
+    )

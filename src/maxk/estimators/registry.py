@@ -12,6 +12,7 @@ expected soft accuracy (or an ``EstimateValue`` with a spread and details). Its 
 keyword-only parameters. ``estimate`` builds the one ``Estimate`` record with the FLOPs counted and
 the wall time.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,22 +36,41 @@ EstimatorFn = Callable[..., "float | EstimateValue"]
 
 ESTIMATORS: Registry[EstimatorFn] = Registry("estimator")
 
-_SINGLE_HEAD = multi_head("supports single-head models only (n_heads = 1); cumulant, sampling, "
-                          "stratified and systematic handle several heads")
+_SINGLE_HEAD = multi_head(
+    "supports single-head models only (n_heads = 1); cumulant, sampling, stratified and systematic handle several heads"
+)
 
-ESTIMATORS.register("sampling", sampling, cost="O(samples·h·k·n)",
-                    summary="plain Monte Carlo over inputs drawn from the distribution")
-ESTIMATORS.register("stratified", stratified, cost="O(samples·h·k·n)",
-                    summary="stratified by max (or max and query), exact weights, Neyman allocation")
-ESTIMATORS.register("systematic", systematic, cost="O(samples·(h·k·n + levels·(n + k)))",
-                    summary="systematic sampling down the order-statistic hierarchy (max, positions, ...)")
-ESTIMATORS.register("mean", mean, cost="O(n^4 + cases·n)", summary="mean propagation (bins with one bin)",
-                    refuses=(_SINGLE_HEAD,))
-ESTIMATORS.register("bins", bins, cost="O(n^4 + n^2 k b^2 log b + cases·b·n)",
-                    summary="Wu's bin propagation, generalised: exact cases, binned low-token sums",
-                    refuses=(_SINGLE_HEAD,))
-ESTIMATORS.register("cumulant", cumulant, cost="O(h^2 n^3 + strata·h^2·n·(n + k))",
-                    summary="covariance propagation over exact strata, heavy tokens conditioned on")
+ESTIMATORS.register(
+    "sampling", sampling, cost="O(samples·h·k·n)", summary="plain Monte Carlo over inputs drawn from the distribution"
+)
+ESTIMATORS.register(
+    "stratified",
+    stratified,
+    cost="O(samples·h·k·n)",
+    summary="stratified by max (or max and query), exact weights, Neyman allocation",
+)
+ESTIMATORS.register(
+    "systematic",
+    systematic,
+    cost="O(samples·(h·k·n + levels·(n + k)))",
+    summary="systematic sampling down the order-statistic hierarchy (max, positions, ...)",
+)
+ESTIMATORS.register(
+    "mean", mean, cost="O(n^4 + cases·n)", summary="mean propagation (bins with one bin)", refuses=(_SINGLE_HEAD,)
+)
+ESTIMATORS.register(
+    "bins",
+    bins,
+    cost="O(n^4 + n^2 k b^2 log b + cases·b·n)",
+    summary="Wu's bin propagation, generalised: exact cases, binned low-token sums",
+    refuses=(_SINGLE_HEAD,),
+)
+ESTIMATORS.register(
+    "cumulant",
+    cumulant,
+    cost="O(h^2 n^3 + strata·h^2·n·(n + k))",
+    summary="covariance propagation over exact strata, heavy tokens conditioned on",
+)
 
 
 def options_of(method: str) -> set[str]:
@@ -88,6 +108,14 @@ def estimate(
     out = est.run(tables, d, counter=counter, rng=rng, **options)
     seconds = time.perf_counter() - t0
     value = out if isinstance(out, EstimateValue) else EstimateValue(float(out))
-    return Estimate(method=method, dist=d.name, n_sequences=d.n_sequences(tables.n, tables.k), seconds=seconds,
-                    flops=counter.total - start_flops, options={**options, "seed": seed},
-                    estimate=float(value.estimate), spread=value.spread, details=value.details)
+    return Estimate(
+        method=method,
+        dist=d.name,
+        n_sequences=d.n_sequences(tables.n, tables.k),
+        seconds=seconds,
+        flops=counter.total - start_flops,
+        options={**options, "seed": seed},
+        estimate=float(value.estimate),
+        spread=value.spread,
+        details=value.details,
+    )

@@ -4,6 +4,7 @@ Both push sampled inputs through the circuit tables (never the model) in chunks,
 bounded: a sample costs about 2·h·k·n + 5·n + 6·h·k FLOPs (gathered value rows, attention-weighted
 sum, output softmax). ``stratified`` is also the truth source for k >= 6 in the benchmark.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,10 @@ def soft_probs(tables: CircuitTables, tokens: np.ndarray, counter: FlopCounter |
 
 # ---------------------------------------------------------------- plain Monte Carlo
 
-def sampling(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
-             samples: int = 10_000) -> EstimateValue:
+
+def sampling(
+    tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator, samples: int = 10_000
+) -> EstimateValue:
     """Plain Monte Carlo: mean soft accuracy of ``samples`` inputs drawn from ``dist``.
 
     spread = standard error of the mean. Cost: ``samples`` × (one input through the tables).
@@ -65,6 +68,7 @@ def strata_weights(dist: str | Distribution, n: int, k: int, by_query: bool) -> 
 
 
 # ---------------------------------------------------------------- stratified sampling
+
 
 def _allocate(weights: np.ndarray, sd: np.ndarray, budget: int, minimum: int) -> np.ndarray:
     """Integer sample counts per stratum ∝ weight·sd (Neyman), at least ``minimum`` each."""
@@ -93,14 +97,23 @@ def _run_strata(tables, dist, ms, qs, alloc, rng, counter):
     return s1, s2
 
 
-def stratified(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
-               samples: int = 10_000, by_query: bool = False, pilot: float = 0.2) -> EstimateValue:
+def stratified(
+    tables: CircuitTables,
+    dist: Distribution,
+    *,
+    counter: FlopCounter,
+    rng: np.random.Generator,
+    samples: int = 10_000,
+    by_query: bool = False,
+    pilot: float = 0.2,
+) -> EstimateValue:
     """Stratified sampling over max value m (and query q if ``by_query``), exact stratum weights.
 
     A pilot of ``pilot``·samples inputs (spread evenly, >= 2 per stratum) measures each stratum's
     spread; the rest is allocated ∝ weight × pilot standard deviation (Neyman, >= 2 each) and
     drawn afresh. Estimate = Σ_s w_s · mean_s over the fresh samples only (unbiased given the
-    allocation); spread = sqrt(Σ_s w_s² var_s / n_s), the stratified standard error. Cost: ``samples`` inputs through the tables plus O(strata).
+    allocation); spread = sqrt(Σ_s w_s² var_s / n_s), the stratified standard error.
+    Cost: ``samples`` inputs through the tables plus O(strata).
     """
     n, k = tables.n, tables.k
     w = strata_weights(dist, n, k, by_query)
@@ -128,5 +141,6 @@ def stratified(tables: CircuitTables, dist: Distribution, *, counter: FlopCounte
     est = float(weights @ mu)
     se = float(np.sqrt(np.sum(weights**2 * var / cnt)))
     counter.add(6 * n_strata, "combine")
-    return EstimateValue(est, spread=se,
-                         details={"samples": int(a1.sum() + a2.sum()), "strata": n_strata, "by_query": by_query})
+    return EstimateValue(
+        est, spread=se, details={"samples": int(a1.sum() + a2.sum()), "strata": n_strata, "by_query": by_query}
+    )

@@ -19,6 +19,7 @@ Cost: O(n^k · n) additions and comparisons (n^k inputs, n outputs each), plus O
 the per-token terms. Models with several heads take a per-input path (each head's output
 enclosed by interval division): O(n^k · h·k·n).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..exact import EXHAUSTIVE_LIMIT, all_sequences
 from ..flops import FlopCounter
-from .enclose import IntervalTables, Interval, add, down, enclosed_tables, exp, gamma, mul, up
+from .enclose import Interval, IntervalTables, add, down, enclosed_tables, exp, gamma, mul, up
 
 COST = "O(n^(k+1))"
 _CHUNK = 1 << 21  # (input, output) pairs per batch
@@ -40,8 +41,11 @@ def _terms(tab: IntervalTables, q: int, c: FlopCounter):
     sq_hi = tab.hi.eqke[0, q].max() + tab.hi.eqkp[0, q].max()
     shift = up(np.array(sq_hi), c)
     c.add(tab.n + k + 1, "shift")
-    s = add(Interval(tab.lo.eqke[0, q][None, :], tab.hi.eqke[0, q][None, :]),
-            Interval(tab.lo.eqkp[0, q][:, None], tab.hi.eqkp[0, q][:, None]), c)  # [k, n_tok]
+    s = add(
+        Interval(tab.lo.eqke[0, q][None, :], tab.hi.eqke[0, q][None, :]),
+        Interval(tab.lo.eqkp[0, q][:, None], tab.hi.eqkp[0, q][:, None]),
+        c,
+    )  # [k, n_tok]
     s = Interval(down(s.lo - shift, c), up(s.hi - shift, c))
     c.add(2 * s.lo.size, "scores")
     w = exp(s, c)
@@ -72,15 +76,24 @@ def _recheck(tab: IntervalTables, q: int, toks: np.ndarray, tau_factor: float, c
     k = tab.k
     x = np.c_[toks, np.full(len(toks), q)]  # [B, k]
     pos = np.arange(k)[None, :]
-    s = add(Interval(tab.lo.eqke[0, q][x], tab.hi.eqke[0, q][x]),
-            Interval(tab.lo.eqkp[0, q][pos], tab.hi.eqkp[0, q][pos]), c)  # [B, k]
+    s = add(
+        Interval(tab.lo.eqke[0, q][x], tab.hi.eqke[0, q][x]),
+        Interval(tab.lo.eqkp[0, q][pos], tab.hi.eqkp[0, q][pos]),
+        c,
+    )  # [B, k]
     shift = s.hi.max(axis=1, keepdims=True)
     s = Interval(down(s.lo - shift, c), up(s.hi - shift, c))
     c.add(2 * s.lo.size + x.size, "scores")
     w = exp(s, c)
-    R = add(add(Interval(tab.lo.eupu[q][None, None, :], tab.hi.eupu[q][None, None, :]),
-                Interval(tab.lo.evou[0][x], tab.hi.evou[0][x]), c),
-            Interval(tab.lo.pvou[0][None], tab.hi.pvou[0][None]), c)  # [B, k, n]
+    R = add(
+        add(
+            Interval(tab.lo.eupu[q][None, None, :], tab.hi.eupu[q][None, None, :]),
+            Interval(tab.lo.evou[0][x], tab.hi.evou[0][x]),
+            c,
+        ),
+        Interval(tab.lo.pvou[0][None], tab.hi.pvou[0][None]),
+        c,
+    )  # [B, k, n]
     T = mul(Interval(w.lo[..., None], w.hi[..., None]), R, c)
     A = np.maximum(np.abs(T.lo), np.abs(T.hi)).max(axis=-1).sum(axis=1)  # [B]
     label = x.max(axis=1)
@@ -108,12 +121,16 @@ def _certify_heads(tab: IntervalTables, q: int, toks: np.ndarray, c: FlopCounter
     marg = down(tab.lo.eupu[q][label][:, None] - tab.hi.eupu[q][None, :], c)  # [B, n]
     c.add(marg.size, "margins")
     for h in range(tab.n_heads):
-        s = add(Interval(tab.lo.eqke[h, q][x], tab.hi.eqke[h, q][x]),
-                Interval(tab.lo.eqkp[h, q][pos], tab.hi.eqkp[h, q][pos]), c)  # [B, k]
+        s = add(
+            Interval(tab.lo.eqke[h, q][x], tab.hi.eqke[h, q][x]),
+            Interval(tab.lo.eqkp[h, q][pos], tab.hi.eqkp[h, q][pos]),
+            c,
+        )  # [B, k]
         shift = s.hi.max(axis=1, keepdims=True)
         w = exp(Interval(down(s.lo - shift, c), up(s.hi - shift, c)), c)
-        R = add(Interval(tab.lo.evou[h][x], tab.hi.evou[h][x]),
-                Interval(tab.lo.pvou[h][None], tab.hi.pvou[h][None]), c)  # [B, k, n]
+        R = add(
+            Interval(tab.lo.evou[h][x], tab.hi.evou[h][x]), Interval(tab.lo.pvou[h][None], tab.hi.pvou[h][None]), c
+        )  # [B, k, n]
         T = mul(Interval(w.lo[..., None], w.hi[..., None]), R, c)  # [B, k, n]
         err = up(np.maximum(np.abs(T.lo), np.abs(T.hi)).sum(axis=1) * g2, c)  # [B, n]
         n_lo, n_hi = down(T.lo.sum(axis=1) - err, c), up(T.hi.sum(axis=1) + err, c)

@@ -11,6 +11,7 @@ Notation (single head; all quantities are for the exact real-number tables, encl
     w_i = exp(score_i - shift) > 0 for any constant shift, the input is correct iff
         F(o) = sum_i w_i * u(x_i, i, o) > 0 for every o != m.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,7 @@ def require_single_head(tab_or_model, strategy: str) -> None:
         )
 
 
-def diff_lower(tab: IntervalTables, m: int, counter: FlopCounter):
+def diff_lower(tab: IntervalTables, m: int, counter: FlopCounter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower bounds, for max token m, of D [n_q, n_out], V [n_key, n_out], W [k, n_out] (head 0).
 
     Column o = m is meaningless (the margin against itself) and is left as computed.

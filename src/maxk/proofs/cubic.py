@@ -41,17 +41,19 @@ checks leave open are redone exactly over o, at O(n·k) each. Counting costs O(n
 Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``) from the
 enclosed tables, so a too-close call is simply not certified.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import ceil, log2
+from typing import cast
 
 import numpy as np
 
 from ..distributions import Distribution, get_distribution, resolve
 from ..flops import FlopCounter
 from .common import diff_lower, exclude_column, require_single_head
-from .enclose import IntervalTables, Interval, down, enclosed_tables, exp, mul_lower, sum_lower, up
+from .enclose import Interval, IntervalTables, down, enclosed_tables, exp, mul_lower, sum_lower, up
 
 COST = "O(n^3 k^2)"
 _REFINE_CHUNK = 4096  # (m, q, c, t) cases redone exactly at a time
@@ -123,6 +125,7 @@ class MaxCertificate:
         total = sum(int(self.cert0[q]) for q in range(m + 1) if d.max_only_occurs(k, m, q))
         if self.ok is None:
             return total
+        assert self.bucket is not None  # certified_sets sets ok and bucket together
         nq, f_ = self.ok.shape[:2]
         self.use_mix = np.zeros((nq, f_), dtype=bool)
         mix = d.count_bucketed(self.bucket, self.K, m, k, c)
@@ -142,6 +145,8 @@ class MaxCertificate:
         if not nonmax:
             return bool(self.cert0[q])
         cc = len(nonmax)
+        # non-max tokens exist only where ok and bucket are set; use_mix is set by count()
+        assert self.use_mix is not None and self.bucket is not None and self.ok is not None
         if self.use_mix[q, cc - 1]:
             return sum(int(self.bucket[q, cc - 1, t]) for t in nonmax) < self.K
         return all(bool(self.ok[q, cc - 1, t]) for t in nonmax)
@@ -172,8 +177,9 @@ def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Flo
     D, V, W = diff_lower(tab, m, c)  # [n, n], [n, n], [k, n]
     D = D[:nq]
     # query term T_q [nq, n] and max-copy terms T_m [nq, f, n]
-    wq = weight(eqke_lo[qs, qs][:, None], eqke_hi[qs, qs][:, None],
-                eqkp_lo[qs, f][:, None], eqkp_hi[qs, f][:, None])  # [nq, 1]
+    wq = weight(
+        eqke_lo[qs, qs][:, None], eqke_hi[qs, qs][:, None], eqkp_lo[qs, f][:, None], eqkp_hi[qs, f][:, None]
+    )  # [nq, 1]
     Qt = mul_lower(wq.lo, wq.hi, sum_lower([D, V[:nq], W[f][None, :]], c), c)
     wm = weight(eqke_lo[qs, m][:, None], eqke_hi[qs, m][:, None], eqkp_lo[qs, :f], eqkp_hi[qs, :f])  # [nq, f]
     Um = sum_lower([D[:, None, :], V[m][None, None, :], W[:f][None, :, :]], c)  # [nq, f, n]
@@ -189,8 +195,9 @@ def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Flo
     Gmin = Gx.min(axis=-1)  # [nq, c, j]
     c.add(G.size, "compare")
     # non-max tokens t < m at free positions j
-    wt = weight(eqke_lo[qs, :m][:, :, None], eqke_hi[qs, :m][:, :, None],
-                eqkp_lo[qs, None, :f], eqkp_hi[qs, None, :f])  # [nq, m, f]
+    wt = weight(
+        eqke_lo[qs, :m][:, :, None], eqke_hi[qs, :m][:, :, None], eqkp_lo[qs, None, :f], eqkp_hi[qs, None, :f]
+    )  # [nq, m, f]
     Dmin = exclude_column(D, m).min(axis=-1)  # [nq]
     Vmin = exclude_column(V[:m], m).min(axis=-1)  # [m]
     Wmin = exclude_column(W[:f], m).min(axis=-1)  # [f]
@@ -201,7 +208,7 @@ def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Flo
     ctl = down(cs * tl[:, None, :, :], c)  # [nq, c, m, f]
     cheap = down(Gmin[:, :, None, :] + ctl, c) > 0
     c.add(2 * ctl.size, "cheap check")
-    ok = cheap.all(axis=-1)  # [nq, c, t]
+    ok = cast(np.ndarray, cheap.all(axis=-1))  # [nq, c, t] (numpy types a reduction as possibly scalar)
     valid = np.zeros((nq, f), dtype=bool)  # the (q, c) groups that occur under dist
     for q_, cc_, _ways in dist.nonmax_groups(k, m):
         valid[q_, cc_ - 1] = True

@@ -27,6 +27,7 @@ Public API (stable; other strategies build on it):
     mul_lower, mul_upper, sum_lower, transpose_last, gamma, attn_scale_interval, IntervalTables,
     enclosed_tables
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class Interval:
         """hi - lo (rounded up)."""
         return np.nextafter(self.hi - self.lo, _INF)
 
-    def __getitem__(self, idx) -> "Interval":
+    def __getitem__(self, idx) -> Interval:
         return Interval(self.lo[idx], self.hi[idx])
 
     def contains(self, x) -> np.ndarray:

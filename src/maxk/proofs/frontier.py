@@ -1,4 +1,5 @@
 """The proof-length / tightness frontier: bound against FLOPs for a set of proof results."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,13 @@ from ..atomic import atomic_path
 from ..results import ProofResult
 
 
-def plot_frontier(results: list[ProofResult], true_accuracy: float | None, path: str | os.PathLike,
-                  title: str = "", true_label: str = "true accuracy") -> None:
+def plot_frontier(
+    results: list[ProofResult],
+    true_accuracy: float | None,
+    path: str | os.PathLike,
+    title: str = "",
+    true_label: str = "true accuracy",
+) -> None:
     """Draw bound vs FLOPs (log x) for ``results`` -- brute force as its own marker -- with a
     horizontal line at ``true_accuracy``; write a PNG to ``path`` atomically (matplotlib Agg)."""
     import matplotlib
@@ -19,14 +25,16 @@ def plot_frontier(results: list[ProofResult], true_accuracy: float | None, path:
     fig = Figure(figsize=(6.4, 4.4), dpi=120)
     ax = fig.add_subplot(1, 1, 1)
     for r in results:
+        assert r.flops is not None  # a proof always counts its FLOPs
         flops = max(r.flops, 1)
         if r.method == "brute":
             ax.scatter([flops], [r.bound], marker="*", s=160, color="black", zorder=3, label="brute force")
         else:
             ax.scatter([flops], [r.bound], s=40, zorder=3, label=f"{r.method} ({r.bound:.4f})")
     if true_accuracy is not None:
-        ax.axhline(true_accuracy, color="tab:red", linestyle="--", linewidth=1,
-                   label=f"{true_label} {true_accuracy:.4f}")
+        ax.axhline(
+            true_accuracy, color="tab:red", linestyle="--", linewidth=1, label=f"{true_label} {true_accuracy:.4f}"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs to check the proof (log scale)")
     ax.set_ylabel("certified lower bound on accuracy")

@@ -25,6 +25,7 @@ scores within a row (as ``maxk.proofs.subcubic`` does) may use it in place of EQ
 of each function says which it returns. Every floating-point step is enclosed with
 ``maxk.proofs.enclose`` (outward rounding, a-priori matmul bounds) and counted.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ floating-point operation it performs to ``counter`` (a ``maxk.flops.FlopCounter`
 tables is part of the proof and is counted). Its options are its keyword-only parameters.
 ``prove`` checks the declared refusals, times the run and builds the ``ProofResult``.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,12 +36,24 @@ STRATEGIES: Registry[StrategyFn] = Registry("proof strategy")
 _SINGLE_HEAD = multi_head("supports single-head models only (n_heads = 1); use --strategy brute for multi-head models")
 
 STRATEGIES.register(
-    "brute", prove_brute, cost=BRUTE_COST, summary="every input certified by its own enclosed margin",
-    refuses=(Refusal(f"needs at most {EXHAUSTIVE_LIMIT:.0e} inputs (n^k); use --strategy cubic",
-                     lambda cfg, dist: cfg.d_vocab**cfg.n_ctx > EXHAUSTIVE_LIMIT),))
+    "brute",
+    prove_brute,
+    cost=BRUTE_COST,
+    summary="every input certified by its own enclosed margin",
+    refuses=(
+        Refusal(
+            f"needs at most {EXHAUSTIVE_LIMIT:.0e} inputs (n^k); use --strategy cubic",
+            lambda cfg, dist: cfg.d_vocab**cfg.n_ctx > EXHAUSTIVE_LIMIT,
+        ),
+    ),
+)
 STRATEGIES.register(
-    "cubic", prove_cubic, cost=CUBIC_COST,
-    summary="per (max, query, copies, token): worst arrangement, exact over outputs", refuses=(_SINGLE_HEAD,))
+    "cubic",
+    prove_cubic,
+    cost=CUBIC_COST,
+    summary="per (max, query, copies, token): worst arrangement, exact over outputs",
+    refuses=(_SINGLE_HEAD,),
+)
 for _v in SUBCUBIC_VARIANTS:
     STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(_SINGLE_HEAD, FINITE))
 
@@ -58,8 +71,14 @@ def fraction_down(num: int, den: int) -> float:
     return x
 
 
-def prove(model_or_tables, strategy: str, dist: str | Distribution = "uniform", *,
-          counter: FlopCounter | None = None, **options) -> ProofResult:
+def prove(
+    model_or_tables,
+    strategy: str,
+    dist: str | Distribution = "uniform",
+    *,
+    counter: FlopCounter | None = None,
+    **options,
+) -> ProofResult:
     """Run proof strategy ``strategy`` on a model (or its ``IntervalTables``) for ``dist``.
 
     The ``ProofResult``'s ``bound`` (certified / N, rounded down) is a lower bound on the exact
@@ -69,8 +88,9 @@ def prove(model_or_tables, strategy: str, dist: str | Distribution = "uniform", 
     distribution, or an input the strategy declares it refuses."""
     st = STRATEGIES.get(strategy)
     if isinstance(model_or_tables, CircuitTables):
-        raise MaxkError("proofs need the model (its tables are enclosed from the float32 weights), "
-                        "not float64 circuit tables")
+        raise MaxkError(
+            "proofs need the model (its tables are enclosed from the float32 weights), not float64 circuit tables"
+        )
     cfg = model_or_tables.cfg
     d = resolve(dist, cfg.n, cfg.k)
     reason = st.refusal(cfg, d)
@@ -93,13 +113,22 @@ def prove(model_or_tables, strategy: str, dist: str | Distribution = "uniform", 
     total = d.n_sequences(cfg.n, cfg.k)
     if not 0 <= certified <= total:
         raise AssertionError(f"strategy {strategy} certified {certified} of {total} inputs")
-    return ProofResult(method=strategy, dist=d.name, n_sequences=total, seconds=seconds,
-                       flops=counter.total - start, options=options, bound=fraction_down(certified, total),
-                       certified=certified, cost=st.cost)
+    return ProofResult(
+        method=strategy,
+        dist=d.name,
+        n_sequences=total,
+        seconds=seconds,
+        flops=counter.total - start,
+        options=options,
+        bound=fraction_down(certified, total),
+        certified=certified,
+        cost=st.cost,
+    )
 
 
-def prove_all(model, dist: str | Distribution = "uniform", strategies: list[str] | None = None,
-              skip_refused: bool = True) -> list[ProofResult]:
+def prove_all(
+    model, dist: str | Distribution = "uniform", strategies: list[str] | None = None, skip_refused: bool = True
+) -> list[ProofResult]:
     """Run several strategies (default: all registered) in order. With ``skip_refused``, a
     strategy that declares it refuses this model is left out rather than failing the run (a bad
     distribution or an unknown strategy still raises)."""

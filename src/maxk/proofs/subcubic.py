@@ -50,9 +50,11 @@ Costs are in each function's docstring and in ``SUBCUBIC_VARIANTS``. Every float
 decision depends on is enclosed (``maxk.proofs.enclose``); a comparison too close to call fails,
 which only drops inputs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -80,8 +82,6 @@ __all__ = [
 GUESS_GAP = 3  # first threshold tried is m − GUESS_GAP (only the search order depends on it)
 
 
-
-
 class SubcubicPieces:
     """What the gap certification reads (head 0). The value tables come in S "sides", output
     sets O_s with O_1 ∪ … ∪ O_S ⊇ {o ≠ m} (S = 1: all o ≠ m; S = 2: o < m and o > m); an input
@@ -96,8 +96,15 @@ class SubcubicPieces:
     2-d W, D, Pv are taken as S = 1 (all o ≠ m).
     """
 
-    def __init__(self, eqke: Interval, eqkp: Interval, W: np.ndarray, D: np.ndarray, Pv: np.ndarray,
-                 empty: np.ndarray | None = None):
+    def __init__(
+        self,
+        eqke: Interval,
+        eqkp: Interval,
+        W: np.ndarray,
+        D: np.ndarray,
+        Pv: np.ndarray,
+        empty: np.ndarray | None = None,
+    ):
         if W.ndim == 2:
             W, D, Pv = W[None], D[None], Pv[None]
         if empty is None:
@@ -149,8 +156,9 @@ def _weights(model) -> dict[str, Interval]:
     return {name: point(p) for name, p in model.named_parameters()}
 
 
-def ov_pieces(model, qt: Interval, s: Interval, counter: FlopCounter, *, full_direct: bool = True,
-              split: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Interval]:
+def ov_pieces(
+    model, qt: Interval, s: Interval, counter: FlopCounter, *, full_direct: bool = True, split: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Interval]:
     """W [S, n, n], D [S, n, n], Pv [S, k, n], empty [S, n] (see ``SubcubicPieces``; S = 1, or
     S = 2 with ``split``: outputs below and above m) and the EQKP enclosure [n, k], given the
     enclosed query side qt [n, dh] and scale s (``maxk.proofs.lowrank.qk_pieces``).
@@ -221,7 +229,6 @@ def direct_quadratic_up(resq: Interval, WU: Interval, cvec: Interval, counter: F
     out = up(up(best - u.lo[None, :], counter) + cross, counter)
     counter.add(2 * out.size, "combine")
     return out
-
 
 
 def _exp_up(x: np.ndarray, counter: FlopCounter) -> np.ndarray:
@@ -350,7 +357,7 @@ def _certify_gaps(pc: SubcubicPieces, counter: FlopCounter) -> np.ndarray:
         check must pass for every side."""
         if f == 0:
             good = np.isfinite(qterm[:, sel]) & (qterm[:, sel] < 0)
-            return (good | vacuous[:, sel]).all(axis=0)
+            return cast(np.ndarray, (good | vacuous[:, sel]).all(axis=0))
         q, m = qs[sel], ms[sel]
         Tc = np.maximum(T, 0)
         ehi = up(ens[q, Tc][:, None] * epi[q], counter)  # [s, f]
@@ -370,7 +377,7 @@ def _certify_gaps(pc: SubcubicPieces, counter: FlopCounter) -> np.ndarray:
         counter.add(3 * best.size, "sum")
         total = np.where(is_q_max[sel][None], acc, need)
         good = np.isfinite(total) & (total < 0)  # anything non-finite fails
-        return (good | vacuous[:, sel]).all(axis=0)
+        return cast(np.ndarray, (good | vacuous[:, sel]).all(axis=0))
 
     # pairs are searched one max token m at a time, each from the guess T(q, m − 1) + 1 (the
     # gap m − T changes slowly with m), or m − GUESS_GAP when there is none
@@ -402,9 +409,17 @@ def count_certified(T: np.ndarray, k: int, dist: str | Distribution) -> int:
     return total
 
 
-def subcubic_certified(model, dist: str | Distribution = "uniform", counter: FlopCounter | None = None, *,
-                       attention: str = "keydir", rank: int = 2, direct: str = "full",
-                       split: bool = False, strategy: str = "subcubic") -> int:
+def subcubic_certified(
+    model,
+    dist: str | Distribution = "uniform",
+    counter: FlopCounter | None = None,
+    *,
+    attention: str = "keydir",
+    rank: int = 2,
+    direct: str = "full",
+    split: bool = False,
+    strategy: str = "subcubic",
+) -> int:
     """Certified count for ``dist`` with the chosen EQKE bound (``attention`` = "keydir": mean +
     difference with the key direction kept exactly; "meandiff": mean + difference; "svd": SVD
     main term of rank ``rank``; see ``maxk.proofs.lowrank``) and direct path (``direct`` =
@@ -426,8 +441,7 @@ def subcubic_certified(model, dist: str | Distribution = "uniform", counter: Flo
         eqke = eqke_meandiff(pieces, c, key_direction=(attention == "keydir"))
     else:
         raise MaxkError(f"unknown EQKE bound {attention!r}: choose svd, keydir or meandiff")
-    W, D, Pv, empty, eqkp = ov_pieces(model, pieces.qt, pieces.s, c, full_direct=(direct == "full"),
-                                      split=split)
+    W, D, Pv, empty, eqkp = ov_pieces(model, pieces.qt, pieces.s, c, full_direct=(direct == "full"), split=split)
     for name, arr in (("EQKE", eqke.lo), ("EQKE", eqke.hi), ("EQKP", eqkp.lo), ("EQKP", eqkp.hi)):
         if not np.all(np.isfinite(arr)):
             raise Refused(FINITE, f"{name} enclosure is not finite")
@@ -453,19 +467,40 @@ class SubcubicVariant:
 
 
 SUBCUBIC_VARIANTS = (
-    SubcubicVariant("subcubic", dict(attention="keydir", direct="full"), "O(n^2 d + n^2 k log n)",
-                    "EQKE as mean + per-row difference with the key direction exact; per-(max, query) gaps"),
-    SubcubicVariant("subcubic-svd", dict(attention="svd", rank=2, direct="full"),
-                    "O(n^2 d + n d^2 + d^3 + n^2 k log n)",
-                    "EQKE as a rank-2 SVD main term + Cauchy-Schwarz tail; per-(max, query) gaps"),
-    SubcubicVariant("subcubic-meandiff", dict(attention="meandiff", direct="full"), "O(n^2 d + n^2 k log n)",
-                    "EQKE as mean query row + norm-bounded per-row difference; gaps"),
-    SubcubicVariant("direct-quadratic", dict(attention="keydir", direct="quadratic"),
-                    "O(n^2 d_head + n d d_head + n^2 k log n)",
-                    "as subcubic, direct path bounded from O(n d) pieces (no n x n EUPU)"),
-    SubcubicVariant("attention-quadratic", dict(attention="meandiff", direct="quadratic"),
-                    "O(n^2 d_head + n d d_head + n^2 k log n)",
-                    "mean+diff EQKE and direct path from O(n d) pieces; gaps"),
-    SubcubicVariant("subcubic-split", dict(attention="keydir", direct="full", split=True), "O(n^2 d + n^2 k log n)",
-                    "as subcubic, outputs below / above the max bounded separately"),
+    SubcubicVariant(
+        "subcubic",
+        dict(attention="keydir", direct="full"),
+        "O(n^2 d + n^2 k log n)",
+        "EQKE as mean + per-row difference with the key direction exact; per-(max, query) gaps",
+    ),
+    SubcubicVariant(
+        "subcubic-svd",
+        dict(attention="svd", rank=2, direct="full"),
+        "O(n^2 d + n d^2 + d^3 + n^2 k log n)",
+        "EQKE as a rank-2 SVD main term + Cauchy-Schwarz tail; per-(max, query) gaps",
+    ),
+    SubcubicVariant(
+        "subcubic-meandiff",
+        dict(attention="meandiff", direct="full"),
+        "O(n^2 d + n^2 k log n)",
+        "EQKE as mean query row + norm-bounded per-row difference; gaps",
+    ),
+    SubcubicVariant(
+        "direct-quadratic",
+        dict(attention="keydir", direct="quadratic"),
+        "O(n^2 d_head + n d d_head + n^2 k log n)",
+        "as subcubic, direct path bounded from O(n d) pieces (no n x n EUPU)",
+    ),
+    SubcubicVariant(
+        "attention-quadratic",
+        dict(attention="meandiff", direct="quadratic"),
+        "O(n^2 d_head + n d d_head + n^2 k log n)",
+        "mean+diff EQKE and direct path from O(n d) pieces; gaps",
+    ),
+    SubcubicVariant(
+        "subcubic-split",
+        dict(attention="keydir", direct="full", split=True),
+        "O(n^2 d + n^2 k log n)",
+        "as subcubic, outputs below / above the max bounded separately",
+    ),
 )
