@@ -75,6 +75,7 @@ Layout, one idea a module (imports run down this list; no cycles):
 The general covariance-propagation engine the tests check the propagation rules with
 (``Moments``) lives in ``tests/moments_engine.py``.
 """
+
 from __future__ import annotations
 
 from .driver import cumulant, cumulant_propagation, stratum_moments

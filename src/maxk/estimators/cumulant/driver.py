@@ -3,6 +3,7 @@
 ``cumulant_propagation`` runs the steps of the package docstring over blocks of strata and sums
 the per-stratum estimates with their exact weights; ``cumulant`` is its registry entry;
 ``stratum_moments`` exposes the exact per-stratum moments of the attention sums (for tests)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,14 @@ from .strata import _refine, _strata
 _CHUNK = 4096  # strata per block: bounded memory
 
 
-def stratum_moments(tables: CircuitTables, dist: str | Distribution, max_copies: int | None = None, *, tau: float = 0.05,
-                    max_heavy: int = 0) -> tuple[dict, list[dict]]:
+def stratum_moments(
+    tables: CircuitTables,
+    dist: str | Distribution,
+    max_copies: int | None = None,
+    *,
+    tau: float = 0.05,
+    max_heavy: int = 0,
+) -> tuple[dict, list[dict]]:
     """The strata and, per head, the exact means and (co)variances of the attention denominator D
     and numerator N in every stratum (mu_D, var_D, mu_N, cov_ND; see ``_block_moments``), plus the
     diagonal Var(N_o) (var_N). Exposed for tests: these are exact, not approximations. With
@@ -53,13 +60,31 @@ def stratum_moments(tables: CircuitTables, dist: str | Distribution, max_copies:
             T2 = _mm(aR * aR, T.P[h] ** 2)
             W = aR.sum(1)[:, None]
             G = _mm(aR, T.P[h])
-            hd["var_N"] = _var_sum({(0, 0): T0}, {(0, 0): T1}, {(0, 0): T2}, [W], [G],
-                                   {(0, 0): CUU}, {(0, 0): CUV}, {(0, 0): CVV}, st["gamma"], 1)
+            hd["var_N"] = _var_sum(
+                {(0, 0): T0},
+                {(0, 0): T1},
+                {(0, 0): T2},
+                [W],
+                [G],
+                {(0, 0): CUU},
+                {(0, 0): CUV},
+                {(0, 0): CVV},
+                st["gamma"],
+                1,
+            )
     return st, mom["heads"]
 
 
-def _block(T: _Tables, st: dict, readout: str, order: int, counter: FlopCounter, *, ratio_correction: bool,
-           lse_correction: bool):
+def _block(
+    T: _Tables,
+    st: dict,
+    readout: str,
+    order: int,
+    counter: FlopCounter,
+    *,
+    ratio_correction: bool,
+    lse_correction: bool,
+):
     """Per-stratum estimates (second order, first order) for one block of strata."""
     mom = _block_moments(T, st, counter)
     mu_L, r = _logit_mean(T, st, mom, order, counter, ratio_correction=ratio_correction)
@@ -69,8 +94,9 @@ def _block(T: _Tables, st: dict, readout: str, order: int, counter: FlopCounter,
     return _readout(mu_L, var_L, st["m"], quad2, readout, 2, counter, lse_correction=lse_correction)
 
 
-def _check_options(readout, order, tau, max_heavy, heavy_order, prune_mass, max_copies, heavy_path,
-                   ratio_correction, lse_correction) -> None:
+def _check_options(
+    readout, order, tau, max_heavy, heavy_order, prune_mass, max_copies, heavy_path, ratio_correction, lse_correction
+) -> None:
     """MaxkError (one line) for the first bad option of ``cumulant_propagation``."""
     if readout not in READOUTS:
         raise MaxkError(f"unknown read-out {readout!r}: choose one of {', '.join(READOUTS)}")
@@ -84,8 +110,9 @@ def _check_options(readout, order, tau, max_heavy, heavy_order, prune_mass, max_
         raise MaxkError(f"prune_mass must be in [0, 1), got {prune_mass!r}")
     if not (isinstance(tau, (int, float)) and tau > 0):
         raise MaxkError(f"tau must be positive, got {tau!r}")
-    if max_copies is not None and (isinstance(max_copies, bool) or not isinstance(max_copies, (int, np.integer))
-                                   or max_copies < 1):
+    if max_copies is not None and (
+        isinstance(max_copies, bool) or not isinstance(max_copies, (int, np.integer)) or max_copies < 1
+    ):
         raise MaxkError(f"max_copies must be a positive integer, got {max_copies!r}")
     if not (isinstance(heavy_path, str) and heavy_path in HEAVY_PATHS):
         raise MaxkError(f"heavy_path must be one of {', '.join(HEAVY_PATHS)}, got {heavy_path!r}")
@@ -94,11 +121,22 @@ def _check_options(readout, order, tau, max_heavy, heavy_order, prune_mass, max_
             raise MaxkError(f"{name} must be True or False, got {flag!r}")
 
 
-def cumulant_propagation(tables: CircuitTables, dist: str | Distribution, *, readout: str = "gauss", order: int = 2,
-                         tau: float = 0.05, max_heavy: int = 12, heavy_order: int = 1,
-                         prune_mass: float = 1e-4, max_copies: int | None = None, heavy_path: str = "vectorised",
-                         ratio_correction: bool = True, lse_correction: bool = True,
-                         counter: FlopCounter | None = None) -> dict:
+def cumulant_propagation(
+    tables: CircuitTables,
+    dist: str | Distribution,
+    *,
+    readout: str = "gauss",
+    order: int = 2,
+    tau: float = 0.05,
+    max_heavy: int = 12,
+    heavy_order: int = 1,
+    prune_mass: float = 1e-4,
+    max_copies: int | None = None,
+    heavy_path: str = "vectorised",
+    ratio_correction: bool = True,
+    lse_correction: bool = True,
+    counter: FlopCounter | None = None,
+) -> dict:
     """Covariance propagation of expected soft accuracy (see the package docstring).
 
     ``heavy_path``: "vectorised" (default; applies with ``order=2``, ``heavy_order=1``) or
@@ -110,15 +148,35 @@ def cumulant_propagation(tables: CircuitTables, dist: str | Distribution, *, rea
     (conditional estimates given max = m, NaN where P[max = m] = 0), n_strata, dropped_mass.
     Cost O(h²·n³ + strata·h²·n·(n + k)) FLOPs, added to ``counter``."""
     dist = resolve(dist, tables.n, tables.k)
-    _check_options(readout, order, tau, max_heavy, heavy_order, prune_mass, max_copies, heavy_path,
-                   ratio_correction, lse_correction)
+    _check_options(
+        readout,
+        order,
+        tau,
+        max_heavy,
+        heavy_order,
+        prune_mass,
+        max_copies,
+        heavy_path,
+        ratio_correction,
+        lse_correction,
+    )
     counter = FlopCounter() if counter is None else counter
     n = tables.n
     T = _Tables(tables, counter)
     st, dropped = _strata(n, tables.k, dist, max_copies)
     # sub-strata with a heavy token fixed are dominated by it: mean propagation there (heavy_order)
-    st, parts, vec = _split_heavy(T, st, dist, order=order, tau=tau, max_heavy=max_heavy, heavy_order=heavy_order,
-                                  prune_mass=prune_mass, heavy_path=heavy_path, counter=counter)
+    st, parts, vec = _split_heavy(
+        T,
+        st,
+        dist,
+        order=order,
+        tau=tau,
+        max_heavy=max_heavy,
+        heavy_order=heavy_order,
+        prune_mass=prune_mass,
+        heavy_path=heavy_path,
+        counter=counter,
+    )
     S = len(st["m"])
     est2 = np.empty(S)
     est1 = np.empty(S)
@@ -127,8 +185,9 @@ def cumulant_propagation(tables: CircuitTables, dist: str | Distribution, *, rea
             for s0 in range(0, len(part), _CHUNK):
                 idx = part[s0 : s0 + _CHUNK]
                 sub = {key: v[idx] for key, v in st.items()}
-                est2[idx], est1[idx] = _block(T, sub, readout, o, counter, ratio_correction=ratio_correction,
-                                              lse_correction=lse_correction)
+                est2[idx], est1[idx] = _block(
+                    T, sub, readout, o, counter, ratio_correction=ratio_correction, lse_correction=lse_correction
+                )
         if vec is not None:  # heavy sub-strata by vectorised mean propagation
             h_est, h_mass = _heavy_mean_field(T, *vec, dist, readout, counter)
     m, wt = st["m"], st["weight"]
@@ -136,8 +195,10 @@ def cumulant_propagation(tables: CircuitTables, dist: str | Distribution, *, rea
         m, wt, est2, est1 = _merge_heavy(m, wt, est2, est1, vec[0], h_est, h_mass)
         S = len(est2)
     if not (np.isfinite(est2).all() and np.isfinite(est1).all()):
-        raise MaxkError("cumulant propagation: attention weights under- or overflow float64 "
-                        "(a query's attention scores span more than about 350)")
+        raise MaxkError(
+            "cumulant propagation: attention weights under- or overflow float64 "
+            "(a query's attention scores span more than about 350)"
+        )
     counter.add(4 * S, "sum")
     est = float((np.clip(est2, 0.0, 1.0) * wt).sum())  # (no BLAS: numpy's would start threads)
     pw = np.bincount(m, weights=wt, minlength=n)
@@ -146,11 +207,23 @@ def cumulant_propagation(tables: CircuitTables, dist: str | Distribution, *, rea
     return dict(estimate=est, first_order=float((est1 * wt).sum()), per_max=per_max, n_strata=S, dropped_mass=dropped)
 
 
-def cumulant(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter, rng: np.random.Generator,
-             readout: str = "gauss", order: int = 2, tau: float = 0.05, max_heavy: int = 12,
-             heavy_order: int = 1, prune_mass: float = 1e-4, max_copies: int | None = None,
-             heavy_path: str = "vectorised", ratio_correction: bool = True,
-             lse_correction: bool = True) -> EstimateValue:
+def cumulant(
+    tables: CircuitTables,
+    dist: Distribution,
+    *,
+    counter: FlopCounter,
+    rng: np.random.Generator,
+    readout: str = "gauss",
+    order: int = 2,
+    tau: float = 0.05,
+    max_heavy: int = 12,
+    heavy_order: int = 1,
+    prune_mass: float = 1e-4,
+    max_copies: int | None = None,
+    heavy_path: str = "vectorised",
+    ratio_correction: bool = True,
+    lse_correction: bool = True,
+) -> EstimateValue:
     """Registry entry ``cumulant``: covariance propagation (``order=2``; ``order=1`` is mean
     propagation over the same strata). ``readout``: "gauss" (Gaussian margin, Gauss–Hermite) or
     "taylor" (second-order Taylor of the output softmax). Deterministic (``rng`` unused).
@@ -164,12 +237,30 @@ def cumulant(tables: CircuitTables, dist: Distribution, *, counter: FlopCounter,
     (in ``extra``) was measured to be far smaller than the actual error, so it is not offered as a
     predictive spread. Cost O(h²·n³ + strata·h²·n·(n + k)); see the package docstring for measured
     figures."""
-    res = cumulant_propagation(tables, dist, readout=readout, order=order, tau=tau, max_heavy=max_heavy,
-                               heavy_order=heavy_order, prune_mass=prune_mass, max_copies=max_copies,
-                               heavy_path=heavy_path, ratio_correction=ratio_correction,
-                               lse_correction=lse_correction, counter=counter)
-    extra = {"readout": readout, "order": order, "first_order": res["first_order"],
-             "second_order_correction": res["estimate"] - res["first_order"], "n_strata": res["n_strata"],
-             "dropped_mass": res["dropped_mass"], "max_heavy": max_heavy, "tau": tau,
-             "prune_mass": prune_mass}
+    res = cumulant_propagation(
+        tables,
+        dist,
+        readout=readout,
+        order=order,
+        tau=tau,
+        max_heavy=max_heavy,
+        heavy_order=heavy_order,
+        prune_mass=prune_mass,
+        max_copies=max_copies,
+        heavy_path=heavy_path,
+        ratio_correction=ratio_correction,
+        lse_correction=lse_correction,
+        counter=counter,
+    )
+    extra = {
+        "readout": readout,
+        "order": order,
+        "first_order": res["first_order"],
+        "second_order_correction": res["estimate"] - res["first_order"],
+        "n_strata": res["n_strata"],
+        "dropped_mass": res["dropped_mass"],
+        "max_heavy": max_heavy,
+        "tau": tau,
+        "prune_mass": prune_mass,
+    }
     return EstimateValue(res["estimate"], details=extra)

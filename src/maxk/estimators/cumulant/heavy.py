@@ -13,6 +13,7 @@ are evaluated by mean propagation by default (``heavy_order=1``). Two paths (``h
   agree to rounding (tested); the generic path is the reference and handles ``heavy_order=2``.
 
 ``_split_heavy`` makes the split for the chosen path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,19 @@ _HEAVY_CHUNK = 4096  # heavy pairs per chunk of _heavy_mean_field
 _HEAVY_SUB = 512  # heavy pairs per [pairs, positions, n] margin tensor (about cache-sized)
 
 
-def _split_heavy(T: _Tables, st: dict, dist: str | Distribution, *, order: int, tau: float, max_heavy: int,
-                 heavy_order: int, prune_mass: float, heavy_path: str, counter: FlopCounter):
+def _split_heavy(
+    T: _Tables,
+    st: dict,
+    dist: str | Distribution,
+    *,
+    order: int,
+    tau: float,
+    max_heavy: int,
+    heavy_order: int,
+    prune_mass: float,
+    heavy_path: str,
+    counter: FlopCounter,
+):
     """The strata ``st`` split on their heavy tokens (none with ``max_heavy=0``) for the path that
     evaluates them: (rows, parts, vec). ``rows`` is the strata table the block loop evaluates,
     ``parts`` its (row indices, propagation order) groups — the heavy sub-strata of the generic
@@ -50,8 +62,15 @@ def _split_heavy(T: _Tables, st: dict, dist: str | Distribution, *, order: int, 
     return rows, parts, vec
 
 
-def _merge_heavy(m: np.ndarray, weight: np.ndarray, est2: np.ndarray, est1: np.ndarray, base: dict,
-                 h_est: np.ndarray, h_mass: np.ndarray):
+def _merge_heavy(
+    m: np.ndarray,
+    weight: np.ndarray,
+    est2: np.ndarray,
+    est1: np.ndarray,
+    base: dict,
+    h_est: np.ndarray,
+    h_mass: np.ndarray,
+):
     """The rows' (m, weight, second-order, first-order estimates) with one row appended per base
     stratum for its heavy sub-strata (``_heavy_mean_field``'s mass-weighted mean, weight
     P(base)·mass; bases without heavy mass dropped). Cost O(strata)."""
@@ -64,8 +83,9 @@ def _merge_heavy(m: np.ndarray, weight: np.ndarray, est2: np.ndarray, est1: np.n
     return m, weight, est2, est1
 
 
-def _heavy_mean_field(T: _Tables, st: dict, aux: dict, dist: str | Distribution, readout: str,
-                      counter: FlopCounter) -> tuple[np.ndarray, np.ndarray]:
+def _heavy_mean_field(
+    T: _Tables, st: dict, aux: dict, dist: str | Distribution, readout: str, counter: FlopCounter
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean propagation over the heavy sub-strata of ``_refine`` ("token h at position J is the
     heaviest drawn"), vectorised over (base stratum, rank j of h, position J): per base stratum,
     Σ_{h, J} P(h, J) · softmax(μ_L)_m and the per-base probability mass covered, [S] each.
@@ -172,8 +192,10 @@ def _heavy_mean_field(T: _Tables, st: dict, aux: dict, dist: str | Distribution,
                 Dmin = DF[pb] + Ap * b1p + aJ[pb].min(axis=1) * (bh - b1p)
                 bad = np.nonzero(_EPS * T.b1[h][q, m][pb] * Ap * scale > _DIRECT_TOL * Dmin)[0]
                 if len(bad):
-                    rem_bad = np.concatenate([st["removed"][b][pb[bad]],
-                                              np.where(np.arange(MH)[None, :] <= pr[bad, None], hv[pb[bad]], -1)], axis=1)
+                    rem_bad = np.concatenate(
+                        [st["removed"][b][pb[bad]], np.where(np.arange(MH)[None, :] <= pr[bad, None], hv[pb[bad]], -1)],
+                        axis=1,
+                    )
                     wpop = np.where(_population_mask(n, mp[bad], rem_bad), T.beta[h][q[pb[bad]]], 0.0)
                     b1p[bad] = wpop.sum(axis=1) * inv_size[bad]
                     e1p[bad] = _mm(wpop, E) * inv_size[bad, None]
@@ -190,8 +212,11 @@ def _heavy_mean_field(T: _Tables, st: dict, aux: dict, dist: str | Distribution,
                 inv = 1.0 / (D0[:, None] + alp * c_[:, None])
                 Lm += inv * (X[rowsp, mp][:, None] + alp * (Y[rowsp, mp][:, None] + c_[:, None] * PJ[:, mp].T))
                 rows_h.append((X, Y, c_, alp, inv, PJ))
-                counter.add(Bb * (2 * k * n + 2 * nJ * n + 6 * n + st["removed"].shape[1] * (2 * n + 1) + MH + 2 * k + nJ + 4)
-                            + P_ * ((14 if h == 0 else 10) * n + 9 * nJ + 17), "heavy_mean_field")
+                counter.add(
+                    Bb * (2 * k * n + 2 * nJ * n + 6 * n + st["removed"].shape[1] * (2 * n + 1) + MH + 2 * k + nJ + 4)
+                    + P_ * ((14 if h == 0 else 10) * n + 9 * nJ + 17),
+                    "heavy_mean_field",
+                )
             pm = np.empty((P_, nJ))
             tl = [tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in rh) for rh in rows_h]
             tLm = torch.from_numpy(Lm)
@@ -204,7 +229,9 @@ def _heavy_mean_field(T: _Tables, st: dict, aux: dict, dist: str | Distribution,
                     # (X + α_J (Y + c P_J)) / D_J, [pairs, J, n]
                     z = w if h == 0 else buf[1, : e0 - s0, :nJ]
                     torch.mul(c_[s0:e0, None, None], PJ[None], out=z)
-                    z.add_(Y[s0:e0, None, :]).mul_(alp[s0:e0, :, None]).add_(X[s0:e0, None, :]).mul_(inv[s0:e0, :, None])
+                    z.add_(Y[s0:e0, None, :]).mul_(alp[s0:e0, :, None]).add_(X[s0:e0, None, :]).mul_(
+                        inv[s0:e0, :, None]
+                    )
                     if h > 0:
                         w.add_(z)
                 w.sub_(tLm[s0:e0, :, None])

@@ -4,6 +4,7 @@ Step 4 of the estimator (see the package docstring). L = EUPU[q] + Σ_h N_h / D_
 the second-order delta correction E[N/D] ≈ μ_N/μ_D + (μ_N Var D − Cov(N, D))/μ_D²
 (``ratio_correction``); its covariance is the linearised one, J Σ Jᵀ. Only the quadratic forms the
 read-out needs are formed (a few n-vectors per stratum), never the n × n covariance."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -67,8 +68,9 @@ def _logit_cov(T: _Tables, st: dict, mom: dict, r: list, counter: FlopCounter):
     W = [w[h].sum(1)[:, None] for h in range(H)]
     G = [_mm(w[h], T.P[h]) - r[h] * W[h] for h in range(H)]
     var_L = np.maximum(_var_sum(T0, T1, T2, W, G, CUU, CUV, CVVo, gamma, H), 0.0)
-    counter.add(S * (len(pairs) * (4 * k * n + 2 * k + 27 * n + 1) + H * (2 * k * n + 2 * k + 2 * n) + 3 * n),
-                "logit_var_diag")
+    counter.add(
+        S * (len(pairs) * (4 * k * n + 2 * k + 27 * n + 1) + H * (2 * k * n + 2 * k + 2 * n) + 3 * n), "logit_var_diag"
+    )
 
     # the read-out's quadratic forms aᵀ Σ_L a for a = p and a = e_m − p share one product with EVOU
     mask = pop.mask()
@@ -101,8 +103,14 @@ def _logit_cov(T: _Tables, st: dict, mom: dict, r: list, counter: FlopCounter):
                 cuv[h, gg] = bl[h, gg] - ea[h] * b1[gg]
             Gq = [(w[h] * c[h]).sum(1) for h in range(H)]
             res.append(_var_sum(t0, t1, t2, Wq, Gq, cuu, cuv, CVV, gamma, H))
-        counter.add(S * (H * (2 * n * n + 2 * n * k + 5 * n + 4 * k + 2 + 2 * 2 * k)
-                         + len(pairs) * (2 * n + 1 + 2 * (5 * k + 3 * n + 26))), "logit_quad")
+        counter.add(
+            S
+            * (
+                H * (2 * n * n + 2 * n * k + 5 * n + 4 * k + 2 + 2 * 2 * k)
+                + len(pairs) * (2 * n + 1 + 2 * (5 * k + 3 * n + 26))
+            ),
+            "logit_quad",
+        )
         return res[0], res[1]
 
     return var_L, quad2

@@ -2,6 +2,7 @@
 
 numpy's OpenBLAS threads made these products several times slower whenever the other core of the
 2-core machine was busy; torch's run single-threaded inside ``torch_threads.single_threaded``."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ positions drawn without replacement — are exact, from prefix sums over the tok
 would lose the population's second moments to rounding, summed token by token (``_DIRECT_TOL``).
 ``_var_sum`` adds per-position variances up, with or without replacement; ``_block_moments``
 forms the moments of D and N for a block of strata."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -232,8 +233,9 @@ def _block_moments(T: _Tables, st: dict, counter: FlopCounter) -> dict:
         CVV = bb - b1 * b1
         CUV = be - e1 * b1[:, None]
         var_D = CVV * (A2 + gamma * (A2 - A * A))
-        cov_ND = ((1 + gamma)[:, None] * (A2[:, None] * CUV + P2R * CVV[:, None])
-                  - gamma[:, None] * (A[:, None] ** 2 * CUV + A[:, None] * PR * CVV[:, None]))
+        cov_ND = (1 + gamma)[:, None] * (A2[:, None] * CUV + P2R * CVV[:, None]) - gamma[:, None] * (
+            A[:, None] ** 2 * CUV + A[:, None] * PR * CVV[:, None]
+        )
         counter.add(S * (4 * k * n + 17 * n + 11), "stratum_moments")
         d.update(mu_D=mu_D, var_D=var_D, mu_N=mu_N, cov_ND=cov_ND, b1=b1, e1=e1, bb=bb, be=be)
     return {"heads": heads, "pop": pop}

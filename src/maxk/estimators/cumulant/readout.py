@@ -5,6 +5,7 @@ Z = L_m − logsumexp_{j≠m} L_j taken as Gaussian with the linearised variance
 (Hessian of logsumexp) mean correction, E[σ(Z)] by a 1-D Gauss–Hermite integral.
 ``readout="taylor"``: the second-order Taylor expansion E[p_m] ≈ p_m(μ) + ½ tr(∇²p_m Σ_L). At
 first order both are the softmax of the mean logits."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,8 +30,17 @@ def _sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _readout(mu_L, var_L, m, quad2: Callable | None, readout: str, order: int, counter: FlopCounter | None = None,
-             *, lse_correction: bool):
+def _readout(
+    mu_L,
+    var_L,
+    m,
+    quad2: Callable | None,
+    readout: str,
+    order: int,
+    counter: FlopCounter | None = None,
+    *,
+    lse_correction: bool,
+):
     """Per-stratum E[softmax(L)_m] (and its first-order value) from the logit means mu_L [S, n],
     diagonal variances var_L [S, n] and quad2(p) -> (aᵀ Σ_L a for a = e_m − p, pᵀ Σ_L p), p [S, n]
     (both forms the read-outs need; var_L and quad2 are unused with ``order=1``).
@@ -51,6 +61,7 @@ def _readout(mu_L, var_L, m, quad2: Callable | None, readout: str, order: int, c
         first = _sigmoid(z0)
         if order == 1:
             return first, first
+        assert quad2 is not None  # order 2 passes the quadratic forms
         q_a, q_p = quad2(qt)  # a = e_m − qt: the margin's linear part
         var_z = np.maximum(q_a, 0.0)
         corr = 0.5 * ((qt * var_L).sum(axis=1) - q_p) if lse_correction else 0.0
@@ -67,6 +78,7 @@ def _readout(mu_L, var_L, m, quad2: Callable | None, readout: str, order: int, c
         add(S * 4 * n, "readout")
         if order == 1:
             return pm, pm
+        assert quad2 is not None  # order 2 passes the quadratic forms
         q_a, q_p = quad2(p)
         val = pm + 0.5 * pm * (q_a - (p * var_L).sum(axis=1) + q_p)
         add(S * (2 * n + 6), "readout")
@@ -74,8 +86,9 @@ def _readout(mu_L, var_L, m, quad2: Callable | None, readout: str, order: int, c
     raise MaxkError(f"unknown read-out {readout!r}: choose one of {', '.join(READOUTS)}")
 
 
-def expected_softmax(mean: np.ndarray, cov: np.ndarray, index: int, readout: str = "gauss", *,
-                     lse_correction: bool = True) -> float:
+def expected_softmax(
+    mean: np.ndarray, cov: np.ndarray, index: int, readout: str = "gauss", *, lse_correction: bool = True
+) -> float:
     """E[softmax(L)[index]] for L with the given mean [n] and covariance [n, n], by the read-out
     the estimator uses (``readout`` "gauss" or "taylor", second order; see the module docstring).
     Cost O(n²)."""
@@ -84,5 +97,8 @@ def expected_softmax(mean: np.ndarray, cov: np.ndarray, index: int, readout: str
     quad = lambda a: np.einsum("si,ij,sj->s", a, cov, a)  # noqa: E731
     e_m = np.eye(cov.shape[0])[[index]]
     quad2 = lambda p: (quad(e_m - p), quad(p))  # noqa: E731
-    return float(_readout(mean, np.diag(cov)[None], np.array([index]), quad2, readout, order=2,
-                          lse_correction=lse_correction)[0][0])
+    return float(
+        _readout(mean, np.diag(cov)[None], np.array([index]), quad2, readout, order=2, lse_correction=lse_correction)[
+            0
+        ][0]
+    )

@@ -10,7 +10,10 @@ Step 3 (``_refine``): every stratum is split on its heaviest drawn token, into "
 "token h at position J is the heaviest drawn" sub-strata, with exact probabilities from
 ``Distribution.p_none_drawn`` / ``p_heaviest_at`` / ``p_heaviest_any`` and the pair covariance
 factor of the smaller population from ``Distribution.pair_covariance_factor``."""
+
 from __future__ import annotations
+
+from typing import Literal, overload
 
 import numpy as np
 
@@ -25,8 +28,45 @@ def _strata(n: int, k: int, dist: str | Distribution, max_copies: int | None):
     return get_distribution(dist).fixed_max_strata(n, k, max_copies)
 
 
-def _refine(T: _Tables, st: dict, dist: str | Distribution, tau: float, max_heavy: int, counter: FlopCounter,
-            heavy_rows: bool = True, prune_mass: float = 0.0):
+Strata = dict[str, np.ndarray]
+
+
+@overload
+def _refine(
+    T: _Tables,
+    st: Strata,
+    dist: str | Distribution,
+    tau: float,
+    max_heavy: int,
+    counter: FlopCounter,
+    heavy_rows: Literal[True] = True,
+    prune_mass: float = 0.0,
+) -> Strata: ...
+
+
+@overload
+def _refine(
+    T: _Tables,
+    st: Strata,
+    dist: str | Distribution,
+    tau: float,
+    max_heavy: int,
+    counter: FlopCounter,
+    heavy_rows: Literal[False],
+    prune_mass: float = 0.0,
+) -> tuple[Strata, Strata]: ...
+
+
+def _refine(
+    T: _Tables,
+    st: Strata,
+    dist: str | Distribution,
+    tau: float,
+    max_heavy: int,
+    counter: FlopCounter,
+    heavy_rows: bool = True,
+    prune_mass: float = 0.0,
+) -> Strata | tuple[Strata, Strata]:
     """Split every stratum on its *heavy* tokens: tokens t of its population whose attention weight
     could rival the fixed tokens', max_h max_i α_hi β_h(t) ≥ tau · D_F,h (at most ``max_heavy``
     per stratum, heaviest first). Sub-strata: "no heavy token drawn" (population minus the heavy
@@ -121,9 +161,17 @@ def _refine(T: _Tables, st: dict, dist: str | Distribution, tau: float, max_heav
     keep = prob > 0
     b = base[keep]
     size = cat["size"][keep]
-    new = dict(m=m[b], q=q[b], fixm=st["fixm"][b], rest=cat["rest"][keep], size=size,
-               removed=cat["removed"][keep], weight=st["weight"][b] * prob[keep],
-               fixh_tok=cat["fixh_tok"][keep], fixh_pos=cat["fixh_pos"][keep])
+    new = dict(
+        m=m[b],
+        q=q[b],
+        fixm=st["fixm"][b],
+        rest=cat["rest"][keep],
+        size=size,
+        removed=cat["removed"][keep],
+        weight=st["weight"][b] * prob[keep],
+        fixh_tok=cat["fixh_tok"][keep],
+        fixh_pos=cat["fixh_pos"][keep],
+    )
     new["gamma"] = dist.pair_covariance_factor(size)
     if heavy_rows:
         return new
