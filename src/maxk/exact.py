@@ -393,8 +393,15 @@ def evaluate(
     correct = sum(int(c) for c, _, _ in results)  # summed in query order: deterministic
     soft_sum = math.fsum(float(s) for _, s, _ in results)
     loss_sum = math.fsum(float(l_) for _, _, l_ in results)
+    return _totals_result("exhaustive", d, N, t0, correct, soft_sum, loss_sum)
+
+
+def _totals_result(
+    method: str, d: Distribution, N: int, t0: float, correct: int, soft_sum: float, loss_sum: float
+) -> EvalResult:
+    """The record of an evaluation over all N inputs from its totals (timed from ``t0``)."""
     return EvalResult(
-        method="exhaustive",
+        method=method,
         dist=d.name,
         n_sequences=N,
         seconds=time.perf_counter() - t0,
@@ -458,13 +465,4 @@ def evaluate_forward(
         correct += c
         soft_sum += s
         loss_sum += l_
-    return EvalResult(
-        method="forward",
-        dist=d.name,
-        n_sequences=N,
-        seconds=time.perf_counter() - t0,
-        correct=correct,
-        accuracy=correct / N,
-        soft_accuracy=soft_sum / N,
-        loss=loss_sum / N,
-    )
+    return _totals_result("forward", d, N, t0, correct, soft_sum, loss_sum)
