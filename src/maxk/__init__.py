@@ -18,6 +18,7 @@ from .proofs.registry import STRATEGIES, prove, prove_all
 from .results import Estimate, EvalResult, ProofResult, Result
 from .sampling import evaluate_sampled
 from .train import train, trained_model
+from .wick_propagation import WickValues, explain, wick
 
 __all__ = [
     # models and checkpoints
@@ -58,5 +59,9 @@ __all__ = [
     "ESTIMATORS",
     "Estimate",
     "estimate",
+    # Wick propagation: the cumulant explanation input by input
+    "WickValues",
+    "explain",
+    "wick",
     "MaxkError",
 ]

@@ -7,7 +7,7 @@ registers its commands on ``main``. Importing this package imports them all.
 
 from __future__ import annotations
 
-from . import core, estimate, estimate_bench, prove  # noqa: F401  (each registers its commands on main)
+from . import core, estimate, estimate_bench, prove, wick  # noqa: F401  (each registers its commands on main)
 from ._app import main, run
 
 __all__ = ["main", "run"]

@@ -31,6 +31,7 @@ from .bins import bins, mean
 from .cumulant import cumulant
 from .sampling import sampling, stratified
 from .systematic import systematic
+from .wick_residual import wick_residual
 
 EstimatorFn = Callable[..., "float | EstimateValue"]
 
@@ -70,6 +71,12 @@ ESTIMATORS.register(
     cumulant,
     cost="O(h^2 n^3 + strata·h^2·n·(n + k))",
     summary="covariance propagation over exact strata, heavy tokens conditioned on",
+)
+ESTIMATORS.register(
+    "wick-residual",
+    wick_residual,
+    cost="O(cumulant + samples·h·k·n)",
+    summary="cumulant estimate + sampled mean of f - W (Wick values as a control variate); unbiased",
 )
 
 

@@ -178,7 +178,7 @@ def _var_sum(T0, T1, T2, W, G, CUU, CUV, CVV, gamma, H):
     return (1 + gam) * per - gam * tot
 
 
-def _block_moments(T: _Tables, st: dict, counter: FlopCounter) -> dict:
+def _block_moments(T: _Tables, st: dict, counter: FlopCounter, direct_tol: float | None = None) -> dict:
     """Exact per-stratum moments of the attention sums for a block of strata, per head h:
     mu_D [S], var_D [S], mu_N [S, n], cov_ND [S, n] (Cov(N_o, D)), the population moments of the
     token functions and the position weights the later steps reuse; and the block's population.
@@ -186,10 +186,13 @@ def _block_moments(T: _Tables, st: dict, counter: FlopCounter) -> dict:
     Strata whose second moments the prefix-sum differences could not resolve — rounding error
     ε·Σ_{t<m} β_h² · Σ_i α_i² · scale_h² ≥ ``_DIRECT_TOL``·μ_D² (scale_h = 1 + max|EVOU_h| + max|PVOU_h|
     bounds the logit-scale factors), i.e. an error of the logits' variance above ≈ ``_DIRECT_TOL``
-    — have their populations summed directly (``_Population.direct``)."""
+    — have their populations summed directly (``_Population.direct``). ``direct_tol`` (None:
+    ``_DIRECT_TOL``, what the estimator uses) sets that threshold: Wick propagation asks for a far
+    smaller one, so that its moments are exact to float64 rounding."""
     H, n, k = T.H, T.n, T.k
     q, m, S = st["q"], st["m"], len(st["q"])
     fixm, rest, gamma = st["fixm"], st["rest"], st["gamma"]
+    tol = _DIRECT_TOL if direct_tol is None else direct_tol
     pop = _Population(T, st, counter)
     heads = []
     last = k - 1
@@ -218,7 +221,7 @@ def _block_moments(T: _Tables, st: dict, counter: FlopCounter) -> dict:
         A2 = aR2.sum(axis=1)
         scale = 1.0 + np.abs(E).max() + np.abs(P).max()
         muD0 = DF + A * pop.b1(h)
-        bad |= _EPS * T.bb[h, h][q, m] * A2 * scale**2 > _DIRECT_TOL * muD0**2
+        bad |= _EPS * T.bb[h, h][q, m] * A2 * scale**2 > tol * muD0**2
         counter.add(S * (2 * k * n + 6 * n + 6 * k + 12), "stratum_moments")
         heads.append(dict(DF=DF, NF=NF, aR=aR, aR2=aR2, A=A, A2=A2, be_q=be_q))
     pop.direct(np.nonzero(bad)[0])
