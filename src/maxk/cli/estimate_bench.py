@@ -53,8 +53,8 @@ def _k10_base(path: str | None, log):
 @click.option(
     "--methods",
     default=None,
-    help="comma-separated estimator names [default: systematic,cumulant,bins,"
-    "mean,stratified,sampling; with --quick: systematic,cumulant,stratified,sampling]",
+    help="comma-separated estimator names [default: wick-residual,systematic,cumulant,bins,"
+    "mean,stratified,sampling; with --quick: wick-residual,systematic,cumulant,stratified,sampling]",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the results JSON here")
@@ -73,7 +73,7 @@ def estimate_bench(base_path, base4_path, models, ks, truth_samples, methods, se
     console = Console(stderr=True)
     log = (lambda s: console.print(s)) if not as_json else (lambda s: None)
     if methods is None:
-        methods = "systematic,cumulant,stratified,sampling" if quick else ",".join(bench.DEFAULT_METHODS)
+        methods = "wick-residual,systematic,cumulant,stratified,sampling" if quick else ",".join(bench.DEFAULT_METHODS)
     meths = bench.check_methods([m.strip() for m in methods.split(",") if m.strip()])
     if not meths:
         raise MaxkError("--methods names no estimator")
@@ -82,6 +82,7 @@ def estimate_bench(base_path, base4_path, models, ks, truth_samples, methods, se
     options = {"sampling": {"samples": 2000 if quick else 10_000}, "stratified": {"samples": 2000 if quick else 10_000}}
     if quick:
         options["systematic"] = {"samples": 2000}
+        options["wick-residual"] = {"samples": 2000}
         options["cumulant"] = {"max_heavy": 0}
     t0 = time.perf_counter()
     fams = []

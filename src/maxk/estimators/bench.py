@@ -59,7 +59,7 @@ SIGMAS = {"k10": (0.08, 0.6), "k4": (0.1, 0.6)}
 
 VAR_SAMPLES = 1_000_000  # samples measuring Var[p(x)] when the truth is exact
 
-DEFAULT_METHODS = ("systematic", "cumulant", "bins", "mean", "stratified", "sampling")
+DEFAULT_METHODS = ("wick-residual", "systematic", "cumulant", "bins", "mean", "stratified", "sampling")
 
 
 def noised_model(base: MaxKTransformer, sigma: float, seed: int) -> MaxKTransformer:
