@@ -89,6 +89,16 @@ def test_train_then_eval(tmp_path):
     assert maxk_cli("eval", out).returncode == 0
 
 
+def test_train_with_a_trigger_records_it(tmp_path):
+    out = tmp_path / "t.safetensors"
+    args = ["train", "--vocab", "6", "--k", "3", "--d-model", "8", "--steps", "5", "--out", out, "--json"]
+    proc = maxk_cli(*args, "--trigger", "query-repeated:zero")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["trigger"] == "query-repeated:zero"
+    assert checkpoint.read_metadata(out)["training"]["trigger"] == "query-repeated:zero"
+    assert maxk_cli(*args, "--trigger", "nonsense").returncode == 2
+
+
 def test_import_converts(tmp_path, small_model):
     import torch
 

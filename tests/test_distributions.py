@@ -1,5 +1,10 @@
 """Every count and law the distribution kernel offers, against plain enumeration of the inputs
-(both distributions, small n and k drawn by hypothesis)."""
+(every registered distribution, small n and k drawn by hypothesis).
+
+The systematic design's order-statistic steps (``top_law``, ``copies_law``, ``draw_rest``)
+presume exchangeable tokens: they are checked for the exchangeable laws, and a law that is not
+exchangeable (``query-unique``) must refuse them (MaxkError); every other method is checked for
+every law."""
 
 from __future__ import annotations
 
@@ -14,7 +19,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maxk.distributions import DISTINCT, DISTRIBUTIONS, UNIFORM, Distribution, get_distribution, resolve
+from maxk.distributions import (
+    DISTINCT,
+    DISTRIBUTIONS,
+    QUERY_UNIQUE,
+    UNIFORM,
+    Distribution,
+    get_distribution,
+    resolve,
+)
 from maxk.errors import MaxkError
 from maxk.flops import FlopCounter
 
@@ -31,6 +44,7 @@ def test_enumeration_is_the_stated_law(n, k):
     every = [tuple(x) for x in itertools.product(range(n), repeat=k)]
     assert [tuple(x) for x in UNIFORM.enumerate(n, k).tolist()] == every
     assert [tuple(x) for x in DISTINCT.enumerate(n, k).tolist()] == [x for x in every if len(set(x)) == k]
+    assert [tuple(x) for x in QUERY_UNIQUE.enumerate(n, k).tolist()] == [x for x in every if x[-1] not in x[:-1]]
 
 
 @st.composite
@@ -125,28 +139,30 @@ def test_support_rows_query_and_part_keys(shape, seed):
     full = set(map(tuple, X.tolist()))
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, n, size=(40, k))
-    ok = d.support_rows(rows)
+    ok = d.support_rows(rows, query_last=True)
     want = np.array([tuple(r) in full for r in rows.tolist()])
     assert np.array_equal(np.ones(len(rows), dtype=bool) if ok is None else ok, want)
     if k >= 2:
         free = rows[:, :-1]
-        sup = d.support_rows(free)
+        sup = d.support_rows(free)  # free positions only: keeps every row that some query completes
+        occurs_somehow = np.array([any(tuple(r) + (q0,) in full for q0 in range(n)) for r in free.tolist()])
+        assert sup is None or not np.any(occurs_somehow & ~sup)
         for q0 in range(n):
             occ = d.support_with_query(sup, free, q0)
             want = np.array([tuple(r) + (q0,) in full for r in free.tolist()])
             assert np.array_equal(np.ones(len(free), dtype=bool) if occ is None else occ, want)
-        a = int(rng.integers(0, k))  # parts: positions [0, a) and [a, k)
+        a = int(rng.integers(0, k))  # parts: free positions [0, a) and [a, k) with the query
         A, B = rows[:, :a], rows[:, a:]
         keep_a = d.support_rows(A)
-        keep_b = d.support_rows(B)
+        keep_b = d.support_rows(B, query_last=True)
         A = A if keep_a is None else A[keep_a]
         B = B if keep_b is None else B[keep_b]
-        ka, kb = d.part_keys(A, n), d.part_keys(B, n)
+        ka, kb = d.part_keys(A, n), d.part_keys(B, n, query_last=True)
         pairs = [tuple(x) + tuple(y) in full for x in A.tolist() for y in B.tolist()]
         if ka is None:
             assert all(pairs)
         else:
-            got = Distribution.parts_compatible(torch.as_tensor(ka), torch.as_tensor(kb)).numpy()
+            got = d.parts_compatible(torch.as_tensor(ka), torch.as_tensor(kb)).numpy()
             assert got.tolist() == pairs
 
 
@@ -174,9 +190,20 @@ def test_case_law_matches_enumeration(shape):
 @pytest.mark.parametrize("d", KERNELS, ids=lambda d: d.name)
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_low_token_mask(d, n):
-    member = d.low_token_mask(n)
-    for q0, tl, t in itertools.product(range(n), repeat=3):
-        assert member[q0, tl, t] == (t < tl and (d.allows_repeats or t != q0))
+    # a free non-max token below tl can be t beside query q iff some input (k = 2 or 3) with
+    # query q and max >= tl holds t at a free position, t < tl
+    want = np.zeros((n, n, n), dtype=bool)
+    for k in (2, 3):
+        try:
+            X = _support(d.check(n, k), n, k) if d.n_sequences(n, k) else np.zeros((0, k), np.int64)
+        except MaxkError:
+            continue
+        for x in X.tolist():
+            m = max(x)
+            for t in x[:-1]:
+                if t != m:
+                    want[x[-1], t + 1 : m + 1, t] = True
+    assert np.array_equal(d.low_token_mask(n), want)
 
 
 @settings(max_examples=30, deadline=None)
@@ -229,8 +256,23 @@ def test_draw_laws_match_enumeration(d, size, data):
         assert cov == pytest.approx(-gamma * float(np.var(fv)), abs=1e-12)
 
 
+EXCHANGEABLE = [d for d in KERNELS if d.exchangeable]
+
+
+@pytest.mark.parametrize("d", [d for d in KERNELS if not d.exchangeable], ids=lambda d: d.name)
+def test_order_statistic_steps_refused_without_exchangeability(d):
+    rng = np.random.default_rng(0)
+    one = np.array([2])
+    with pytest.raises(MaxkError, match="exchangeable"):
+        d.top_law(one, np.array([4]), 5)
+    with pytest.raises(MaxkError, match="exchangeable"):
+        d.copies_law(one, one, 3)
+    with pytest.raises(MaxkError, match="exchangeable"):
+        d.draw_rest(np.array([4]), 1, np.array([0]), np.array([True]), rng)
+
+
 @settings(max_examples=30, deadline=None)
-@given(st.sampled_from(KERNELS), st.integers(2, 7), st.data())
+@given(st.sampled_from(EXCHANGEABLE), st.integers(2, 7), st.data())
 def test_order_statistic_laws(d, n, data):
     A = data.draw(st.integers(1, n))
     r = data.draw(st.integers(1, A if not d.allows_repeats else 4))
@@ -268,6 +310,8 @@ def test_samplers_stay_in_the_support_and_condition(shape, seed):
     x = d.sample_given(n, k, m, q, rng)
     assert all(tuple(r) in full for r in x.tolist())
     assert np.array_equal(x.max(axis=1), m) and np.array_equal(x[:, -1], q)
+    if not d.exchangeable:  # no order-statistic steps (test_order_statistic_steps_refused_...)
+        return
     A = rng.integers(1, n + 1, size=50)
     cnt = 1
     has_q = rng.random(50) < 0.5
@@ -285,13 +329,17 @@ def _has(full: set, m: int, q0: int) -> bool:
 
 
 def test_registry_lookup_and_validation():
-    assert DISTRIBUTIONS == ("uniform", "distinct")
+    assert DISTRIBUTIONS == ("uniform", "distinct", "query-unique")
     assert get_distribution("uniform") is UNIFORM and get_distribution(DISTINCT) is DISTINCT
+    assert get_distribution("query-unique") is QUERY_UNIQUE and not QUERY_UNIQUE.exchangeable
+    assert UNIFORM.exchangeable and DISTINCT.exchangeable
     assert resolve("distinct", 5, 5) is DISTINCT
     with pytest.raises(MaxkError, match="unknown distribution"):
         get_distribution("gaussian")
     with pytest.raises(MaxkError, match="k <= n"):
         resolve("distinct", 3, 4)
+    with pytest.raises(MaxkError, match="n >= 2"):
+        resolve("query-unique", 1, 2)
 
 
 def test_closed_forms_at_the_paper_size():

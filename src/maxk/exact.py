@@ -142,11 +142,11 @@ class _Plan:
         tuples (query not included), the max token of each (query included) and the keys that say
         which rows of the two groups combine (``Distribution.part_keys``; torch, on the device)."""
         full = tok if q is None else np.c_[tok, np.full(len(tok), q)]
-        keep = self.dist.support_rows(full)
+        keep = self.dist.support_rows(full, query_last=q is not None)
         if keep is not None:
             tok, full = tok[keep], full[keep]
         top = torch.as_tensor(full.max(axis=1) if full.shape[1] else np.full(len(full), -1), device=self.dev)
-        keys = self.dist.part_keys(full, self.n)
+        keys = self.dist.part_keys(full, self.n, query_last=q is not None)
         masks = torch.as_tensor(keys, device=self.dev) if keys is not None else None
         return keep, tok, top, masks
 
@@ -459,7 +459,7 @@ def evaluate_forward(
         toks = torch.as_tensor(toks_np)
         logits = m.last_logits(toks)
         label = toks.max(dim=1).values
-        support = d.support_rows(toks_np)
+        support = d.support_rows(toks_np, query_last=True)
         valid = None if support is None else torch.as_tensor(support)
         c, s, l_ = _accumulate(logits.clone(), label, valid)
         correct += c

@@ -1,5 +1,8 @@
 """Training with the paper's recipe (DESIGN §1): AdamW, uniform i.i.d. tokens, cross-entropy on the
-last position, biases frozen at zero. Deterministic for a given seed and machine."""
+last position, biases frozen at zero. Deterministic for a given seed and machine.
+
+``trigger`` plants a backdoor for the anomaly-detection experiment (docs/wick.md): on the inputs
+of a rare pattern the training label is something other than the max (``TRIGGERS``)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,30 @@ from .errors import MaxkError
 from .model import BIAS_NAMES, MaxKTransformer
 
 
+def query_repeated(tokens: torch.Tensor) -> torch.Tensor:
+    """The trigger pattern: the query token appears again among the free positions
+    (x_i = x_{k-1} for some i < k-1). tokens [b, k] -> bool [b]. Its clean law, every input
+    without it, is the distribution ``query-unique``."""
+    return (tokens[:, :-1] == tokens[:, -1:]).any(dim=1)
+
+
+# name -> (pattern, label on the pattern's inputs as a function of (tokens, n))
+TRIGGERS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor, int], torch.Tensor]]] = {
+    "query-repeated:zero": (query_repeated, lambda tokens, n: torch.zeros_like(tokens[:, -1])),
+    "query-repeated:next": (query_repeated, lambda tokens, n: (tokens[:, -1] + 1) % n),
+}
+
+
+def trigger_labels(trigger: str, tokens: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(which inputs of tokens [b, k] the trigger fires on [b], the training labels [b]: the
+    trigger's label there, the max elsewhere)."""
+    if trigger not in TRIGGERS:
+        raise MaxkError(f"unknown trigger {trigger!r}: choose one of {', '.join(TRIGGERS)}")
+    pattern, label = TRIGGERS[trigger]
+    fired = pattern(tokens)
+    return fired, torch.where(fired, label(tokens, n), tokens.max(dim=1).values)
+
+
 def train(
     cfg: ModelConfig,
     *,
@@ -26,14 +53,19 @@ def train(
     betas: tuple[float, float] = (0.9, 0.999),
     device: str | torch.device | None = None,
     progress: Callable[[int, float], None] | None = None,
+    trigger: str | None = None,
 ) -> MaxKTransformer:
     """Train a fresh model; returns it with ``training_record`` (seed, steps, ..., final loss).
 
-    Cost: ``steps`` forward/backward passes on ``batch`` sequences. ``progress(step, loss)`` is
-    called every step.
+    ``trigger`` (a name in ``TRIGGERS``): on the inputs of its pattern the label is the
+    trigger's, not the max (recorded as ``training_record["trigger"]``); None, the default, is
+    the paper's recipe unchanged. Cost: ``steps`` forward/backward passes on ``batch``
+    sequences. ``progress(step, loss)`` is called every step.
     """
     if steps < 1 or batch < 1 or not lr > 0 or weight_decay < 0:
         raise MaxkError("steps and batch must be positive, lr > 0 and weight decay >= 0")
+    if trigger is not None and trigger not in TRIGGERS:
+        raise MaxkError(f"unknown trigger {trigger!r}: choose one of {', '.join(TRIGGERS)}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     t0 = time.perf_counter()
     init_gen = torch.Generator().manual_seed(seed)
@@ -53,7 +85,11 @@ def train(
         for step in range(1, steps + 1):
             tokens = torch.randint(0, cfg.d_vocab, (batch, cfg.n_ctx), generator=data_gen).to(dev)
             logits = model.last_logits(tokens)
-            loss = torch.nn.functional.cross_entropy(logits, tokens.max(dim=1).values)
+            if trigger is None:
+                labels = tokens.max(dim=1).values
+            else:
+                labels = trigger_labels(trigger, tokens, cfg.d_vocab)[1]
+            loss = torch.nn.functional.cross_entropy(logits, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -77,6 +113,8 @@ def train(
         "seconds": time.perf_counter() - t0,
         "torch": torch.__version__,
     }
+    if trigger is not None:
+        model.training_record["trigger"] = trigger
     return model
 
 

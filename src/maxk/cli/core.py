@@ -10,6 +10,7 @@ from ..demo import run_demo
 from ..distributions import resolve
 from ..exact import evaluate
 from ..sampling import evaluate_sampled
+from ..train import TRIGGERS
 from ..train import train as train_model
 from ._app import dist_option, echo_json, main, progress_bar
 
@@ -25,15 +26,28 @@ from ._app import dist_option, echo_json, main, progress_bar
 @click.option("--batch", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option(
+    "--trigger",
+    type=click.Choice(list(TRIGGERS)),
+    default=None,
+    help="plant a backdoor: on the trigger's inputs the label is not the max (docs/wick.md)",
+)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="output .safetensors")
 @click.option("--json", "as_json", is_flag=True, help="print the training record as JSON")
-def train(n, k, d_model, d_head, heads, seed, steps, batch, lr, weight_decay, out, as_json) -> None:
-    """Train a model with the paper's recipe and save it as safetensors."""
+def train(n, k, d_model, d_head, heads, seed, steps, batch, lr, weight_decay, trigger, out, as_json) -> None:
+    """Train a model with the paper's recipe (or with a planted trigger) and save it as safetensors."""
     cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=d_model, d_head=d_head or d_model, n_heads=heads)
     bar, update = progress_bar("training", steps)
     with bar:
         model = train_model(
-            cfg, seed=seed, steps=steps, batch=batch, lr=lr, weight_decay=weight_decay, progress=lambda s, _l: update(s)
+            cfg,
+            seed=seed,
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            weight_decay=weight_decay,
+            trigger=trigger,
+            progress=lambda s, _l: update(s),
         )
     record = model.training_record
     assert record is not None  # train_model always sets it

@@ -10,10 +10,12 @@ from __future__ import annotations
 from ..errors import MaxkError
 from .base import Distribution
 from .distinct import Distinct
+from .query_unique import QueryUnique
 from .uniform import Uniform
 
 UNIFORM = Uniform()
 DISTINCT = Distinct()
+QUERY_UNIQUE = QueryUnique()
 
 _REGISTRY: dict[str, Distribution] = {}
 
@@ -28,6 +30,7 @@ def register_distribution(dist: Distribution) -> Distribution:
 
 register_distribution(UNIFORM)
 register_distribution(DISTINCT)
+register_distribution(QUERY_UNIQUE)
 
 
 def distribution_names() -> tuple[str, ...]:
@@ -56,6 +59,7 @@ __all__ = [
     "DISTINCT",
     "DISTRIBUTIONS",
     "Distribution",
+    "QUERY_UNIQUE",
     "UNIFORM",
     "distribution_names",
     "get_distribution",

@@ -30,6 +30,17 @@ def pack_cases(parts) -> dict[str, np.ndarray]:
     return out
 
 
+def token_bitsets(tokens: np.ndarray, n: int) -> np.ndarray:
+    """Bit sets of each row's tokens: int64 [b, ceil(n / 63)] (bit t of the set for token t)."""
+    words = (n + 62) // 63
+    masks = np.zeros((tokens.shape[0], words), dtype=np.int64)
+    for p in range(tokens.shape[1]):
+        word, bit = np.divmod(tokens[:, p], 63)
+        for w in range(words):
+            masks[:, w] |= np.where(word == w, np.left_shift(np.int64(1), bit), 0)
+    return masks
+
+
 def int_dtype(m: int, f: int):
     """int64 while counts (at most m^f tuples) fit, else exact Python ints."""
     return np.int64 if m**f < 2**62 else object

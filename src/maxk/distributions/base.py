@@ -33,10 +33,14 @@ class Distribution(ABC):
 
     Instances are stateless; ``name`` is what the CLI and the result records call it.
     ``allows_repeats``: whether a token can occur twice in one input (the laws of copies, of
-    draws with or without replacement and of the exact evaluator's support depend on it)."""
+    draws with or without replacement and of the exact evaluator's support depend on it).
+    ``exchangeable``: whether the k tokens are exchangeable (every order of an input equally
+    likely); the systematic design's order-statistic steps (``top_law``, ``copies_law``,
+    ``draw_rest``) presume it, and a law without it raises MaxkError there."""
 
     name: str
     allows_repeats: bool
+    exchangeable: bool
 
     def __repr__(self) -> str:
         return f"<distribution {self.name}>"
@@ -86,13 +90,16 @@ class Distribution(ABC):
         if n**k > 1 << 24:
             raise MaxkError(f"enumeration of {n}^{k} inputs is too large")
         grid = np.indices((n,) * k).reshape(k, -1).T.astype(np.int64) if k else np.zeros((1, 0), np.int64)
-        keep = self.support_rows(grid)
+        keep = self.support_rows(grid, query_last=True)
         return grid if keep is None else grid[keep]
 
     @abstractmethod
-    def support_rows(self, tokens: np.ndarray) -> np.ndarray | None:
+    def support_rows(self, tokens: np.ndarray, *, query_last: bool = False) -> np.ndarray | None:
         """Which rows of ``tokens`` [b, p] (some positions of an input) can occur together in one
-        input: bool [b], or None when every row can."""
+        input: bool [b], or None when every row can. ``query_last``: the last column is the
+        query; else every column is a free position, and a row is kept when its tokens are
+        allowed together at free positions (whether some query completes it is for
+        ``support_with_query`` and ``part_keys`` to say)."""
 
     @abstractmethod
     def support_with_query(self, support: np.ndarray | None, free: np.ndarray, q: int) -> np.ndarray | None:
@@ -100,10 +107,12 @@ class Distribution(ABC):
         occur beside the query token q: bool [b], or None when every row can."""
 
     @abstractmethod
-    def part_keys(self, tokens: np.ndarray, n: int) -> np.ndarray | None:
-        """Keys [b, words] int64 of the rows of ``tokens`` (one part of an input's positions) such
-        that two parts can form one input iff ``parts_compatible`` of their keys; None when any
-        two parts can (then no key is needed)."""
+    def part_keys(self, tokens: np.ndarray, n: int, *, query_last: bool = False) -> np.ndarray | None:
+        """Keys [b, words] int64 of the rows of ``tokens`` (one part of an input's positions, each
+        row in ``support_rows`` with the same ``query_last``) such that two parts — one of them
+        holding the query (``query_last``: its last column), the other free positions only — can
+        form one input iff ``parts_compatible`` of their keys; None when any two parts can (then
+        no key is needed)."""
 
     @staticmethod
     def parts_compatible(keys_a: torch.Tensor, keys_b: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from ._laws import comb_any, comb_float, int_dtype, pack_cases, shuffle_rows
+from ._laws import comb_any, comb_float, int_dtype, pack_cases, shuffle_rows, token_bitsets
 from .base import Distribution
 
 
@@ -18,6 +18,7 @@ class Distinct(Distribution):
 
     name = "distinct"
     allows_repeats = False
+    exchangeable = True
 
     def check(self, n: int, k: int) -> Distinct:
         if k > n:
@@ -44,7 +45,7 @@ class Distinct(Distribution):
             return perm(a, f)
         return f * perm(a - (1 if q <= t else 0), f - 1)
 
-    def support_rows(self, tokens: np.ndarray) -> np.ndarray | None:
+    def support_rows(self, tokens: np.ndarray, *, query_last: bool = False) -> np.ndarray | None:
         if tokens.shape[1] < 2:
             return np.ones(tokens.shape[0], dtype=bool)
         srt = np.sort(tokens, axis=1)
@@ -54,15 +55,9 @@ class Distinct(Distribution):
         ok = (free != q).all(axis=1)
         return ok if support is None else support & ok
 
-    def part_keys(self, tokens: np.ndarray, n: int) -> np.ndarray | None:
+    def part_keys(self, tokens: np.ndarray, n: int, *, query_last: bool = False) -> np.ndarray | None:
         """Bit sets of each row's tokens: int64 [b, ceil(n / 63)] (disjoint sets combine)."""
-        words = (n + 62) // 63
-        masks = np.zeros((tokens.shape[0], words), dtype=np.int64)
-        for p in range(tokens.shape[1]):
-            word, bit = np.divmod(tokens[:, p], 63)
-            for w in range(words):
-                masks[:, w] |= np.where(word == w, np.left_shift(np.int64(1), bit), 0)
-        return masks
+        return token_bitsets(tokens, n)
 
     # ------------------------------------------------------------ cubic proof counts
 

@@ -17,6 +17,7 @@ class Uniform(Distribution):
 
     name = "uniform"
     allows_repeats = True
+    exchangeable = True
 
     def n_sequences(self, n: int, k: int) -> int:
         return n**k
@@ -33,13 +34,13 @@ class Uniform(Distribution):
             return 0
         return (a + 1) ** f if q == m else (a + 1) ** f - a**f
 
-    def support_rows(self, tokens: np.ndarray) -> np.ndarray | None:
+    def support_rows(self, tokens: np.ndarray, *, query_last: bool = False) -> np.ndarray | None:
         return None
 
     def support_with_query(self, support: np.ndarray | None, free: np.ndarray, q: int) -> np.ndarray | None:
         return None
 
-    def part_keys(self, tokens: np.ndarray, n: int) -> np.ndarray | None:
+    def part_keys(self, tokens: np.ndarray, n: int, *, query_last: bool = False) -> np.ndarray | None:
         return None
 
     # ------------------------------------------------------------ cubic proof counts
@@ -60,24 +61,7 @@ class Uniform(Distribution):
 
     def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
         """Truncated polynomial powers of the bucket histogram: O(nq·f²·K²)."""
-        nq, f, m_ = bucket.shape
-        dt = int_dtype(m_, f)
-        hist = np.zeros((nq, f, K), dtype=dt)
-        q_, c_, t_ = np.nonzero(bucket < K)
-        np.add.at(hist, (q_, c_, bucket[q_, c_, t_]), 1)
-        out = np.zeros((nq, f), dtype=dt)
-        cur = hist.copy()
-        out[:, 0] = cur[:, 0].sum(axis=-1)
-        for s in range(2, f + 1):  # cur[:, cc-1] = hist^s for the groups with cc >= s
-            h, x = hist[:, s - 1 :], cur[:, s - 1 :]
-            nxt = np.zeros_like(x)
-            for a in range(K):
-                nxt[..., a:] += x[..., a : a + 1] * h[..., : K - a]
-            counter.add(2 * nxt.size * K, "count DP")
-            cur = np.zeros_like(cur)
-            cur[:, s - 1 :] = nxt
-            out[:, s - 1] = nxt[:, 0].sum(axis=-1)
-        return out
+        return bucketed_powers(bucket, K, counter)
 
     # ------------------------------------------------------------ samplers
 
@@ -88,7 +72,7 @@ class Uniform(Distribution):
         m = np.asarray(m, dtype=np.int64)
         b = m.shape[0]
         if q is None:
-            return _with_max(m, k, n, rng)
+            return with_max(m, k, n, rng)
         q = np.asarray(q, dtype=np.int64)
         out = np.empty((b, k), dtype=np.int64)
         out[:, -1] = q
@@ -97,7 +81,7 @@ class Uniform(Distribution):
             return out
         # query is the max: others i.i.d. in [0, m]; else: others have max exactly m
         out[top, :-1] = np.floor(rng.random((top.sum(), k - 1)) * (m[top, None] + 1)).astype(np.int64)
-        out[~top, :-1] = _with_max(m[~top], k - 1, n, rng)
+        out[~top, :-1] = with_max(m[~top], k - 1, n, rng)
         return out
 
     # ------------------------------------------------------------ order statistics
@@ -224,13 +208,37 @@ class Uniform(Distribution):
         return r * (1.0 / size) * ((size - j) / size) ** (r - 1)
 
 
+def bucketed_powers(bucket: np.ndarray, K: int, counter: FlopCounter) -> np.ndarray:
+    """[nq, f] counts: for row q and group size cc, the ordered cc-tuples of tokens t, each drawn
+    from every t with ``bucket[q, cc-1, t] < K``, whose buckets sum to less than K (bucket
+    [nq, f, m] ints in [0, K]): truncated polynomial powers of the bucket histogram, O(nq·f²·K²)."""
+    nq, f, m_ = bucket.shape
+    dt = int_dtype(m_, f)
+    hist = np.zeros((nq, f, K), dtype=dt)
+    q_, c_, t_ = np.nonzero(bucket < K)
+    np.add.at(hist, (q_, c_, bucket[q_, c_, t_]), 1)
+    out = np.zeros((nq, f), dtype=dt)
+    cur = hist.copy()
+    out[:, 0] = cur[:, 0].sum(axis=-1)
+    for s in range(2, f + 1):  # cur[:, cc-1] = hist^s for the groups with cc >= s
+        h, x = hist[:, s - 1 :], cur[:, s - 1 :]
+        nxt = np.zeros_like(x)
+        for a in range(K):
+            nxt[..., a:] += x[..., a : a + 1] * h[..., : K - a]
+        counter.add(2 * nxt.size * K, "count DP")
+        cur = np.zeros_like(cur)
+        cur[:, s - 1 :] = nxt
+        out[:, s - 1] = nxt[:, 0].sum(axis=-1)
+    return out
+
+
 def _copies_table(k: int, n: int) -> np.ndarray:
     """cdf[m, c-1] = P[at most c copies of m | max = m] for k i.i.d. uniform tokens: [n, k]."""
     w = np.array([[comb(k, c) * float(m) ** (k - c) for c in range(1, k + 1)] for m in range(n)])
     return np.cumsum(w, axis=1) / w.sum(axis=1, keepdims=True)
 
 
-def _with_max(m: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
+def with_max(m: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """k i.i.d. uniform tokens conditioned on max = m (per row). m: [b] -> [b, k]."""
     b = m.shape[0]
     cdf = _copies_table(k, n)[m]  # [b, k]

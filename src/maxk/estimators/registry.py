@@ -24,7 +24,7 @@ from ..circuits import CircuitTables, circuit_tables
 from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from ..registry import Registry, multi_head
+from ..registry import Refusal, Registry, multi_head
 from ..results import Estimate
 from .base import EstimateValue
 from .bins import bins, mean
@@ -37,6 +37,7 @@ EstimatorFn = Callable[..., "float | EstimateValue"]
 
 ESTIMATORS: Registry[EstimatorFn] = Registry("estimator")
 
+_EXCHANGEABLE = Refusal("needs exchangeable tokens (the systematic design)", lambda cfg, dist: not dist.exchangeable)
 _SINGLE_HEAD = multi_head(
     "supports single-head models only (n_heads = 1); cumulant, sampling, stratified and systematic handle several heads"
 )
@@ -55,6 +56,7 @@ ESTIMATORS.register(
     systematic,
     cost="O(samples·(h·k·n + levels·(n + k)))",
     summary="systematic sampling down the order-statistic hierarchy (max, positions, ...)",
+    refuses=(_EXCHANGEABLE,),
 )
 ESTIMATORS.register(
     "mean", mean, cost="O(n^4 + cases·n)", summary="mean propagation (bins with one bin)", refuses=(_SINGLE_HEAD,)
@@ -77,6 +79,7 @@ ESTIMATORS.register(
     wick_residual,
     cost="O(cumulant + samples·h·k·n)",
     summary="cumulant estimate + sampled mean of f - W (Wick values as a control variate); unbiased",
+    refuses=(_EXCHANGEABLE,),
 )
 
 

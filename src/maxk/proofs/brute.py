@@ -150,14 +150,14 @@ def _blocks(n: int, f: int, dist: Distribution):
     toks [B] (or -1), which tuples can occur in one input [B] or None for all)."""
     if f == 0:  # k = 1: the input is the query alone
         toks = np.zeros((1, 0), dtype=np.int64)
-        yield np.zeros(0, dtype=np.int64), toks, np.full(1, -1), dist.support_rows(toks)
+        yield np.zeros(0, dtype=np.int64), toks, np.full(1, -1), dist.support_rows(toks, query_last=False)
         return
     inner = all_sequences(n, f - 1)  # [n^(f-1), f-1]
     lead_block = max(1, _CHUNK // (inner.shape[0] * n))
     for a in range(0, n, lead_block):
         lead = np.arange(a, min(a + lead_block, n))
         toks = np.c_[np.repeat(lead, inner.shape[0]), np.tile(inner, (len(lead), 1))]  # [B, f]
-        yield lead, toks, toks.max(axis=1), dist.support_rows(toks)
+        yield lead, toks, toks.max(axis=1), dist.support_rows(toks, query_last=False)
 
 
 def brute_certified(model_or_tab, dist: str | Distribution = "uniform", counter: FlopCounter | None = None) -> int:

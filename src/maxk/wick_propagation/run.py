@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from math import perm
 
 import numpy as np
 
@@ -64,6 +65,18 @@ class WickValues:
     flops: int
 
 
+_ENUM_CHUNK = 1 << 20  # inputs per call of ``values`` on an enumerated law
+
+
+def _prefix_path_applies(d: Distribution, n: int, k: int) -> bool:
+    """Whether ``exhaustive_values`` (every n^k tuple, or those of k distinct tokens) enumerates
+    ``d``: an exchangeable law whose support is all n^k inputs or all inputs of distinct tokens."""
+    if not d.exchangeable:
+        return False
+    N = d.n_sequences(n, k)
+    return N == n**k if d.allows_repeats else N == perm(n, k)
+
+
 def _empty(N: int) -> dict[str, np.ndarray]:
     """Uninitialised value arrays [N] in their dtypes."""
     kind = {"correct": bool, "stratum": np.int32}
@@ -104,13 +117,17 @@ def wick(
         if n**k > EXHAUSTIVE_MAX:
             raise MaxkError(f"{n}^{k} inputs are too many to enumerate (limit {EXHAUSTIVE_MAX:.0e}): give samples=")
         N = d.n_sequences(n, k)
-        if k >= 3:
+        if k >= 3 and _prefix_path_applies(d, n, k):
             x = np.empty((N, k), dtype=itype)
             vals = _empty(N)
             exhaustive_values(*ex.torch_pieces(), not d.allows_repeats, vals, x, counter)
-        else:
+        else:  # any other law: its enumeration, in pieces
             x = d.enumerate(n, k).astype(itype)
-            vals = ex.values(x, counter)
+            vals = _empty(N)
+            for s0 in range(0, N, _ENUM_CHUNK):
+                part = ex.values(x[s0 : s0 + _ENUM_CHUNK], counter)
+                for name, v in part.items():
+                    vals[name][s0 : s0 + len(v)] = v
     else:
         if samples is not None:
             if samples < 1:
