@@ -193,6 +193,56 @@ def test_triggered_inputs_get_values_outside_the_law():
         assert np.array_equal(clean[name], v[name][~fired])
 
 
+def test_wick_against_a_reference_law_scores_the_inputs_outside_it():
+    """wick(dist=uniform, reference=query-unique): the explanation of the clean law, every uniform
+    input's value from it, the pattern marked as outside, the model's confidence kept, and the
+    summary's AUROCs those of the scores computed directly."""
+    from maxk.metrics import weighted_auroc
+    from maxk.wick_propagation.summary import summarize
+
+    tab = circuit_tables(MODELS["trained-trigger"]())
+    v = wick(tab, UNIFORM, reference=QU)
+    xs = UNIFORM.enumerate(tab.n, tab.k)
+    assert v.exhaustive and v.reference == "query-unique" and np.array_equal(v.inputs, xs)
+    assert v.outside is not None and v.confidence is not None
+    assert np.array_equal(v.outside, query_repeated(torch.as_tensor(xs)).numpy())
+    direct = explain(tab, QU).values(xs)
+    assert np.array_equal(v.wick, direct["wick"]) and np.array_equal(v.soft, direct["soft"])
+    probs = torch.softmax(tab.logits_torch(torch.as_tensor(xs)), dim=1).amax(dim=1).numpy()
+    np.testing.assert_allclose(v.confidence, probs, rtol=1e-12)
+    a = summarize(v)["anomaly"]
+    assert a["outside_share"] == pytest.approx(v.outside.mean())
+    assert a["auroc"] == weighted_auroc(np.abs(v.soft - v.wick), v.outside)
+    assert a["auroc_output"] == weighted_auroc(1.0 - v.confidence, v.outside)
+    assert 0.0 <= min(a["auroc"], a["auroc_first_order"], a["auroc_explanation_only"]) <= 1.0
+    # sampled inputs from the uniform law: the same values as the same inputs given directly
+    s = wick(tab, UNIFORM, samples=500, seed=3, reference=QU)
+    g = wick(tab, UNIFORM, s.inputs, reference=QU)
+    assert s.outside is not None and g.outside is not None
+    assert np.array_equal(s.wick, g.wick) and np.array_equal(s.outside, g.outside)
+    # without a reference: no anomaly figures
+    assert summarize(wick(tab, QU))["anomaly"] is None
+
+
+def test_cli_wick_reference_dist(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    p = tmp_path / "t.safetensors"
+    maxk.save(MODELS["trained-trigger"](), p)
+    cmd = [sys.executable, "-m", "maxk", "wick", str(p), "--reference-dist", "query-unique", "--top", "2"]
+    proc = subprocess.run([*cmd, "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["reference_dist"] == "query-unique" and out["dist"] == "uniform"
+    assert set(out["anomaly"]) >= {"auroc", "auroc_first_order", "auroc_output", "outside_share"}
+    text = subprocess.run(cmd, capture_output=True, text=True)
+    assert text.returncode == 0 and "explanation built on query-unique" in text.stdout
+    bad = subprocess.run([*cmd[:-2], "--reference-dist", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("maxk: error:") and "Traceback" not in bad.stderr
+
+
 # ---------------------------------------------------------------- training with a trigger
 
 

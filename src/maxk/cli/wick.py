@@ -27,12 +27,19 @@ def _write_npz(path: str, inputs: np.ndarray, w: np.ndarray, soft: np.ndarray) -
 @dist_option()
 @click.option("--samples", type=int, default=None, help="sampled inputs (default: every input when n^k <= 2e7)")
 @click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
+@click.option(
+    "--reference-dist",
+    "reference",
+    default=None,
+    help="build the explanation on this law and score --dist's inputs by their departure from it "
+    "(anomaly detection: AUROC at finding the inputs outside it, beside the model's confidence)",
+)
 @click.option("--top", type=int, default=10, show_default=True, help="inputs listed, largest |f - W| first")
 @click.option("--json", "as_json", is_flag=True, help="print the summary (and the top inputs) as one JSON object")
 @click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="write inputs, wick, soft (.npz)"
 )
-def wick_cmd(model_path, dist, samples, seed, top, as_json, out_path) -> None:
+def wick_cmd(model_path, dist, samples, seed, reference, top, as_json, out_path) -> None:
     """Per-input Wick values W(x) of the cumulant explanation of MODEL's soft accuracy.
 
     W(x) splits into the stratum's estimate and the first- and second-order Wick terms of the
@@ -40,6 +47,9 @@ def wick_cmd(model_path, dist, samples, seed, top, as_json, out_path) -> None:
     estimate exactly, and f(x) - W(x) is what the explanation leaves unexplained on x. Prints the
     AUROC of 1 - W at finding the inputs the model gets wrong (beside the first-order explanation
     and the model's own confidence), r2 and the variance ratio, and the inputs that depart most.
+    With --reference-dist R the explanation is built on R (e.g. query-unique, the clean law of a
+    planted trigger) and --dist's inputs are scored by |f - W|: the AUROC of finding the inputs
+    outside R, beside the model's own confidence.
     MODEL is a maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default'."""
     if top < 0:
         raise MaxkError(f"--top must be >= 0, got {top}")
@@ -48,10 +58,11 @@ def wick_cmd(model_path, dist, samples, seed, top, as_json, out_path) -> None:
     model = checkpoint.load(model_path)
     tab = circuit_tables(model)
     d = resolve(dist, tab.n, tab.k)
-    v = wick(tab, d, samples=samples, seed=seed)
+    ref = d if reference is None else resolve(reference, tab.n, tab.k)
+    v = wick(tab, d, samples=samples, seed=seed, reference=None if ref is d else ref)
     summary = summarize(v)
     idx = top_departures(v, top)
-    terms = explain(tab, d).terms(np.asarray(v.inputs[idx], dtype=np.int64)) if len(idx) else []
+    terms = explain(tab, ref).terms(np.asarray(v.inputs[idx], dtype=np.int64)) if len(idx) else []
     rows = [
         {
             "input": [int(t) for t in v.inputs[i]],
@@ -69,7 +80,7 @@ def wick_cmd(model_path, dist, samples, seed, top, as_json, out_path) -> None:
     if out_path is not None:
         _write_npz(out_path, np.asarray(v.inputs), np.asarray(v.wick), np.asarray(v.soft))
     if as_json:
-        echo_json({**summary, "dist": d.name, "top": rows})
+        echo_json({**summary, "dist": d.name, "reference_dist": ref.name, "top": rows})
         return
     s = summary
     click.echo(
@@ -80,6 +91,13 @@ def wick_cmd(model_path, dist, samples, seed, top, as_json, out_path) -> None:
         f"{s['auroc_first_order']:.4f}, model's confidence {s['auroc_output']:.4f}\n"
         f"  r2 {s['r2']:.4f} (first order {s['r2_first_order']:.4f}), Var(f)/Var(f-W) {s['variance_ratio']:.3g}"
     )
+    a = s["anomaly"]
+    if a is not None:
+        click.echo(
+            f"  explanation built on {a['reference']}; inputs outside it {a['outside_share']:.3%}: AUROC of "
+            f"|f-W| {a['auroc']:.4f}, |f-W1| {a['auroc_first_order']:.4f}, 1-W {a['auroc_explanation_only']:.4f}, "
+            f"model's confidence {a['auroc_output']:.4f}"
+        )
     if rows:
         from rich.console import Console
         from rich.table import Table

@@ -18,7 +18,8 @@ def summarize(v: WickValues) -> dict[str, Any]:
     finding the inputs the model gets wrong; auroc_output: the same for 1 − f(x) (the model's own
     confidence, the output-only baseline); r2 = 1 − Var(f − W)/Var(f) (and r2_first_order);
     variance_ratio = Var(f)/Var(f − W), the factor by which W as a control variate cuts the
-    variance of sampling. Cost O(N log N)."""
+    variance of sampling. With a reference law (``wick(..., reference=)``), ``anomaly``:
+    ``anomaly_figures``. Cost O(N log N)."""
     w = np.asarray(v.weight, dtype=np.float64)
     wrong = ~np.asarray(v.correct, dtype=bool)
     var_f = weighted_variance(v.soft, w)
@@ -41,6 +42,28 @@ def summarize(v: WickValues) -> dict[str, Any]:
         "variance_ratio_first_order": var_f / var_r1 if var_r1 > 0 else float("inf"),
         "seconds": float(v.seconds),
         "flops": int(v.flops),
+        "anomaly": anomaly_figures(v),
+    }
+
+
+def anomaly_figures(v: WickValues) -> dict[str, Any] | None:
+    """How well departure from an explanation built on a reference law finds the inputs outside
+    that law (None without a reference): ``reference``, ``outside_share``, and the AUROC of
+    separating the outside inputs from the rest by |f − W| (``auroc``), |f − W1|
+    (``auroc_first_order``), 1 − W (``auroc_explanation_only``, no f) and the model's own
+    confidence 1 − max_o p_o (``auroc_output``, the output-only baseline). No score uses which
+    inputs are outside; that is only the answer key. Cost O(N log N)."""
+    if v.outside is None or v.confidence is None:
+        return None
+    w = np.asarray(v.weight, dtype=np.float64)
+    out = np.asarray(v.outside, dtype=bool)
+    return {
+        "reference": v.reference,
+        "outside_share": float(w @ out / w.sum()),
+        "auroc": weighted_auroc(np.abs(v.soft - v.wick), out, w),
+        "auroc_first_order": weighted_auroc(np.abs(v.soft - v.wick_first), out, w),
+        "auroc_explanation_only": weighted_auroc(1.0 - v.wick, out, w),
+        "auroc_output": weighted_auroc(1.0 - v.confidence, out, w),
     }
 
 
