@@ -198,4 +198,3 @@ def _against_reference(tab: CircuitTables, ref: Distribution, x: np.ndarray, cou
         confidence[s0 : s0 + len(part)] = probs.amax(dim=1).numpy()
     counter.add(len(x) * tab.n * (2 * tab.n_heads * tab.k + 4), "confidence")
     return {"reference": ref.name, "outside": outside, "confidence": confidence}
-
