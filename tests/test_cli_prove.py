@@ -74,9 +74,10 @@ def test_prove_errors_are_one_line(model_file, tmp_path):
     assert res.exit_code == 2 and "unknown proof strategy" in res.stderr
     multi = tmp_path / "multi.safetensors"
     checkpoint.save(random_model(n=5, k=3, heads=2), multi)
-    res = _run("prove", str(multi), "--strategy", "cubic")
+    res = _run("prove", str(multi), "--strategy", "subcubic")
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1 and "single-head" in res.stderr
+    assert _run("prove", str(multi), "--strategy", "cubic").exit_code == 0  # cubic handles several heads
     res = _run("prove", str(tmp_path / "missing.safetensors"))
     assert res.exit_code == 2 and "no such file" in res.stderr
     res = _run("prove")
@@ -90,3 +91,23 @@ def test_prove_list():
         assert f"{name:24s} {st.cost:16s} {st.summary}" in res.stdout
         for r in st.refuses:
             assert f"    refuses: {r.reason}" in res.stdout
+
+
+def test_prove_frontier_traces_knobs_and_plots(model_file, tmp_path):
+    model, path = model_file
+    png = tmp_path / "front.png"
+    res = _run("prove", path, "--strategy", "all", "--frontier", "--json", "--plot", str(png))
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert png.stat().st_size > 0
+    tops = [r["options"]["cubic_top"] for r in rows if r["method"] == "hybrid" and r["options"]]
+    assert tops == [1, 1, 2, 4]  # n = 8: the cheapest cubic options first
+    assert any(r["method"] == "cubic" and r["options"] for r in rows)
+    correct = evaluate(model).correct
+    assert all(r["certified"] <= correct for r in rows)
+
+
+def test_frontier_needs_strategy_all(model_file):
+    _, path = model_file
+    res = _run("prove", path, "--frontier")
+    assert res.exit_code == 2 and "--frontier needs --strategy all" in res.output

@@ -131,16 +131,30 @@ def test_max_like_model_is_proved_well():
     assert prove(model, "brute").certified == ev.correct
 
 
-def _implied_cubic_set(tab, dist: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Inputs of ``dist``, whether the cubic proof's certificates cover each, and its count."""
+def _implied_cubic_set(tab, dist: str, sets=certified_sets, **options) -> tuple[np.ndarray, np.ndarray, int]:
+    """Inputs of ``dist``, whether the cubic proof's certificates (``sets(tab, m, dist, counter,
+    **options)`` per max token) cover each, and its count."""
     n, k = tab.n, tab.k
-    certs = [certified_sets(tab, m, dist, FlopCounter()) for m in range(n)]
+    certs = [sets(tab, m, dist, FlopCounter(), **options) for m in range(n)]
     count = sum(cert.count() for cert in certs)
     xs = all_sequences(n, k)
     if dist == "distinct":
         xs = xs[np.array([len(set(x)) == k for x in xs], dtype=bool)]
     covered = np.array([certs[int(x.max())].covers(x) for x in xs], dtype=bool)
     return xs, covered, count
+
+
+def assert_covers_only_correct(model, tab, dist: str, sets=certified_sets, **options) -> int:
+    """Every input the certificates cover is correct (exact float64 margin > 0) and the count is
+    their number; returns the count."""
+    n, k = tab.n, tab.k
+    xs, covered, count = _implied_cubic_set(tab, dist, sets, **options)
+    _, marg_all = _margins(model)
+    index = {tuple(x): i for i, x in enumerate(all_sequences(n, k))}
+    marg = marg_all[[index[tuple(x)] for x in xs]]
+    assert np.all(marg[covered] > 0)
+    assert count == int(covered.sum())
+    return count
 
 
 @settings(max_examples=40, deadline=None)
@@ -160,12 +174,7 @@ def test_cubic_certifies_only_correct_inputs(n, k, seed, noise, adv, dist):
     if adv >= 0:
         model = adversarial(model, adv)
     tab = enclosed_tables(model)
-    xs, covered, count = _implied_cubic_set(tab, dist)
-    _, marg_all = _margins(model)
-    index = {tuple(x): i for i, x in enumerate(all_sequences(n, k))}
-    marg = marg_all[[index[tuple(x)] for x in xs]]
-    assert np.all(marg[covered] > 0)
-    assert cubic_certified(tab, dist) == count == int(covered.sum())
+    assert cubic_certified(tab, dist) == assert_covers_only_correct(model, tab, dist)
 
 
 @settings(max_examples=30, deadline=None)
@@ -269,14 +278,74 @@ def test_trained_and_noised_trained_models_sound(trained_small):
         _check_all(adversarial(noised, 0))
 
 
-def test_multi_head_cubic_gets_clear_error_brute_works():
+def test_multi_head_subcubic_gets_clear_error_cubic_and_brute_work():
     model = random_model(n=5, k=3, heads=2)
     with pytest.raises(MaxkError, match="single-head"):
-        prove(model, "cubic")
+        prove(model, "subcubic")
     names = [r.method for r in prove_all(model)]  # skips what it cannot do
-    assert "brute" in names and "cubic" not in names
+    assert "brute" in names and "cubic" in names and "subcubic" not in names
     with pytest.raises(MaxkError, match="single-head"):
-        prove_all(model, strategies=["cubic"], skip_refused=False)
+        prove_all(model, strategies=["subcubic"], skip_refused=False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(3, 8),
+    k=st.integers(2, 4),
+    heads=st.integers(2, 4),
+    seed=st.integers(0, 10**6),
+    noise=st.sampled_from([0.0, 0.05, 0.3]),
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
+def test_multi_head_cubic_certifies_only_correct_inputs(n, k, heads, seed, noise, dist):
+    """Several heads: each input the combined certificates cover is correct, the count is their
+    number, on max-like models whose copies are split over heads (and random models)."""
+    if dist == "distinct" and k > n:
+        return
+    model = (
+        _split_heads(max_like_model(n, k, seed, noise), heads, seed)
+        if seed % 3
+        else random_model(n=n, k=k, d_model=6, d_head=3, heads=heads, seed=seed)
+    )
+    from maxk.proofs.cubic import _multi_head_sets
+
+    tab = enclosed_tables(model)
+    assert assert_covers_only_correct(model, tab, dist, _multi_head_sets) == cubic_certified(tab, dist)
+
+
+def _split_heads(model, heads: int, seed: int) -> MaxKTransformer:
+    """The single-head max-like model as ``heads`` heads that each hold a copy of its attention
+    and a random share of its OV circuit (same function), plus a little noise per head."""
+    from maxk.config import ModelConfig
+
+    cfg = model.cfg
+    new = MaxKTransformer(ModelConfig(**{**cfg.__dict__, "n_heads": heads}))
+    g = torch.Generator().manual_seed(seed)
+    share = torch.rand(heads, generator=g) + 0.2
+    share = share / share.sum()
+    with torch.no_grad():
+        for name, p in new.named_parameters():
+            src = dict(model.named_parameters())[name]
+            if name.endswith(("W_Q", "W_K", "b_Q", "b_K", "W_V", "b_V")):
+                p.copy_(src.expand_as(p) + 0.01 * torch.randn(p.shape, generator=g))
+            elif name.endswith("W_O"):
+                p.copy_(src.expand_as(p) * share[:, None, None])
+            else:
+                p.copy_(src)
+    return new
+
+
+def test_trained_two_and_four_head_models_are_proved():
+    """Trained multi-head models: the cubic bound is sound and not vacuous."""
+    from maxk.train import trained_model
+
+    for heads in (2, 4):
+        cfg = ModelConfig(d_vocab=8, n_ctx=3, d_model=16, d_head=8, n_heads=heads)
+        model = trained_model(cfg, seed=0, steps=400)
+        ev = evaluate(model)
+        r = prove(model, "cubic")
+        assert r.certified <= ev.correct
+        assert r.bound >= 0.5 * ev.accuracy, (heads, r.bound, ev.accuracy)
 
 
 @pytest.mark.parametrize("heads", [1, 2, 3])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from .. import checkpoint
+from ..distributions import resolve
 from ..errors import MaxkError
 from ..exact import evaluate
-from ..proofs.frontier import plot_frontier
+from ..proofs.frontier import frontier_runs, plot_frontier
 from ..proofs.registry import STRATEGIES, prove, prove_all
+from ..registry import Refused
 from ..sampling import evaluate_sampled
 from ._app import dist_option, echo_json, list_option, main
 
@@ -41,8 +43,14 @@ def _true_accuracy(model, dist: str) -> tuple[float, str]:
     default=None,
     help="write bound vs FLOPs (PNG) with the brute-force point and the true accuracy",
 )
+@click.option(
+    "--frontier",
+    is_flag=True,
+    help="with --strategy all: also the knob settings between subcubic and cubic (hybrid, cheaper cubic); "
+    "the plot draws the Pareto frontier",
+)
 @list_option(STRATEGIES, "list the strategies and exit")
-def prove_cmd(model_path, strategy, dist, as_json, plot_path) -> None:
+def prove_cmd(model_path, strategy, dist, as_json, plot_path, frontier) -> None:
     """Prove a lower bound on MODEL's accuracy.
 
     The bound holds for the exact real-number model with the checkpoint's weights: every
@@ -50,8 +58,14 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path) -> None:
     maxk .safetensors file, a TransformerLens .pth checkpoint, or 'default' (the shipped model)."""
     if model_path is None:
         raise click.UsageError("missing argument MODEL")
+    if frontier and strategy != "all":
+        raise MaxkError("--frontier needs --strategy all")
     model = checkpoint.load(model_path)
-    if strategy == "all":
+    if frontier:
+        results = _frontier(model, dist)
+        if not results:
+            raise MaxkError("no proof strategy supports this model")
+    elif strategy == "all":
         results = prove_all(model, dist)
         if not results:
             raise MaxkError("no proof strategy supports this model")
@@ -62,8 +76,8 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path) -> None:
     if plot_path is not None:
         acc, label = _true_accuracy(model, dist)
         cfg = model.cfg
-        plot_frontier(results, acc, plot_path, f"{model_path}: n={cfg.n} k={cfg.k} ({dist})", label)
-    rows = [{k: r.to_dict()[k] for k in _KEYS} for r in results]
+        plot_frontier(results, acc, plot_path, f"{model_path}: n={cfg.n} k={cfg.k} ({dist})", label, frontier)
+    rows = [{k: r.to_dict()[k] for k in _KEYS} | ({"options": r.options} if frontier else {}) for r in results]
     if as_json:
         echo_json(rows if strategy == "all" else rows[0])
         return
@@ -82,10 +96,24 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path) -> None:
             table.add_column(col, justify="left" if col in ("strategy", "cost") else "right", no_wrap=col != "cost")
         for r in results:
             cert = f"{r.certified:,}" if r.certified < 10**9 else f"{r.certified:.4g}"
-            table.add_row(r.method, f"{r.bound:.6f}", cert, f"{r.flops:.3g}", f"{r.seconds:.2f}", r.cost)
+            name = r.method + "".join(f" {k}={v}" for k, v in sorted(r.options.items()))
+            table.add_row(name, f"{r.bound:.6f}", cert, f"{r.flops:.3g}", f"{r.seconds:.2f}", r.cost)
         console = Console()
         if not console.is_terminal:
             console = Console(width=120)
         console.print(table)
     if plot_path is not None:
         click.echo(f"wrote {plot_path}")
+
+
+def _frontier(model, dist: str) -> list:
+    """Every point of ``frontier_runs`` that the model allows, proved (declared refusals skipped)."""
+    d = resolve(dist, model.cfg.n, model.cfg.k)
+    names = [s for s in STRATEGIES.names() if STRATEGIES.get(s).refusal(model.cfg, d) is None]
+    results = []
+    for name, options in frontier_runs(model.cfg, names):
+        try:
+            results.append(prove(model, name, d, **options))
+        except Refused:
+            continue
+    return results

@@ -31,15 +31,18 @@ def require_single_head(tab_or_model, strategy: str) -> None:
         )
 
 
-def diff_lower(tab: IntervalTables, m: int, counter: FlopCounter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower bounds, for max token m, of D [n_q, n_out], V [n_key, n_out], W [k, n_out] (head 0).
+def diff_lower(
+    tab: IntervalTables, m: int, counter: FlopCounter, head: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower bounds, for max token m, of D [n_q, n_out], V [n_key, n_out], W [k, n_out] (V and W
+    of head ``head``).
 
     Column o = m is meaningless (the margin against itself) and is left as computed.
     Cost: 2·(n² + n² + k·n) operations."""
     lo, hi = tab.lo, tab.hi
     D = lo.eupu[:, m : m + 1] - hi.eupu
-    V = lo.evou[0][:, m : m + 1] - hi.evou[0]
-    W = lo.pvou[0][:, m : m + 1] - hi.pvou[0]
+    V = lo.evou[head][:, m : m + 1] - hi.evou[head]
+    W = lo.pvou[head][:, m : m + 1] - hi.pvou[head]
     counter.add(D.size + V.size + W.size, "value diffs")
     return down(D, counter), down(V, counter), down(W, counter)
 

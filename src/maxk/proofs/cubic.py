@@ -51,12 +51,17 @@ from typing import cast
 import numpy as np
 
 from ..distributions import Distribution, get_distribution, resolve
+from ..errors import MaxkError
 from ..flops import FlopCounter
-from .common import diff_lower, exclude_column, require_single_head
+from .common import diff_lower, exclude_column
 from .enclose import Interval, IntervalTables, down, enclosed_tables, exp, mul_lower, sum_lower, up
 
 COST = "O(n^3 k^2)"
-_REFINE_CHUNK = 4096  # (m, q, c, t) cases redone exactly at a time
+_REFINE_CHUNK = 4096  # (m, q, c, t) cases redone at a time
+_BLOCK_FLOATS = 1 << 22  # entries of the worst-arrangement table G built at once (32 MB)
+EXACT_OUTPUTS = 4  # r: a token case left open is redone exactly over 2r outputs
+EXACT_BUDGET = -1.0  # exact rechecks per max token, in units of (m+1)·m·(k-1)/n cases per stage;
+# negative: no limit (the default: every bound as before; a budget trades bound for O(n³k²) at scale)
 MIX_BUCKETS = 32  # K: resolution of the mixture certificate's rho (sum of buckets < K)
 
 
@@ -84,16 +89,26 @@ def _worst_arrangements(Qt: np.ndarray, Mt: np.ndarray, k: int, c: FlopCounter) 
     return G
 
 
-def cubic_certified(model_or_tab, dist: str | Distribution = "uniform", counter: FlopCounter | None = None) -> int:
+def cubic_certified(
+    model_or_tab,
+    dist: str | Distribution = "uniform",
+    counter: FlopCounter | None = None,
+    *,
+    exact_outputs: int = EXACT_OUTPUTS,
+    exact_budget: float = EXACT_BUDGET,
+) -> int:
     """Number of inputs of ``dist`` that the cubic proof certifies correct (an exact integer).
 
     ``model_or_tab``: a model (its tables are enclosed first, counted) or ``IntervalTables``.
-    Single-head models only. Cost: O(n³k²) plus O(n·k) per case the cheap checks leave open."""
+    Any number of heads (``_multi_head_sets``). ``exact_outputs`` (r), ``exact_budget``: see
+    ``certified_sets``
+    (a negative budget: no limit). Cost: O(n³k²·(r + budget + log k))."""
     c = counter if counter is not None else FlopCounter()
     tab = _tables(model_or_tab, c)
-    require_single_head(tab, "cubic")
     d = resolve(dist, tab.n, tab.k)
-    return sum(certified_sets(tab, m, d, c).count(c) for m in range(tab.n))
+    budget = None if exact_budget < 0 else exact_budget
+    sets = certified_sets if tab.n_heads == 1 else _multi_head_sets
+    return sum(sets(tab, m, d, c, exact_outputs=exact_outputs, exact_budget=budget).count(c) for m in range(tab.n))
 
 
 @dataclass
@@ -152,14 +167,81 @@ class MaxCertificate:
         return all(bool(self.ok[q, cc - 1, t]) for t in nonmax)
 
 
-def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: FlopCounter) -> MaxCertificate:
+class _OutputSets:
+    """The outputs a token case (q, cc, t) treats exactly, and lower bounds over the others.
+
+    Exact set of (q, t): the r outputs o != m where the worst arrangement G0(q, ., o) is smallest
+    (the rivals of the max for that query, ``shared`` [nq, r]) and the r where V[t, o] is smallest
+    (the rivals t itself promotes, ``own`` [m, r]); repeats allowed. The other outputs are split
+    into B tiers (shared by every case: the outputs o != m ordered by min_{q, c} G0(q, c, o), in
+    tiers of r, r, 2r, 4r, ... outputs), and a case is bounded per tier with each term's minimum
+    over the tier (outside the exact sets), so that the worst G (near the max) and the worst V
+    (near t) are not added up unless they fall in one tier. Cost O(n·(nq·k + m)·log n)."""
+
+    def __init__(self, G0x: np.ndarray, V: np.ndarray, m: int, r: int):
+        n = V.shape[1]
+        self.r = r = min(r, n - 1)
+        self.shared = np.argsort(G0x.min(axis=1), axis=1, kind="stable")[:, :r]  # [nq, r]; column m is +inf
+        self.rest = np.ones(G0x.shape[::2], dtype=bool)  # [nq, n]
+        np.put_along_axis(self.rest, self.shared, False, axis=1)
+        self.rest[:, m] = False
+        self.perm = np.argsort(G0x.min(axis=(0, 1)), kind="stable")[: n - 1]  # o != m, tier order
+        starts, size = [0], r
+        while starts[-1] + size < n - 1:
+            starts.append(starts[-1] + size)
+            size = size if len(starts) < 2 else 2 * size
+        self.starts = np.array(starts)
+        Vx = exclude_column(V[:m], m)
+        self.own = np.argsort(Vx, axis=1, kind="stable")[:, :r]  # [m, r]
+        np.put_along_axis(Vx, self.own, np.inf, axis=1)
+        self.v_tiers = self._tiers(Vx)  # [m, B]: min of V[t, o] over each tier outside t's own
+
+    def _tiers(self, x: np.ndarray) -> np.ndarray:
+        """min of x [..., n] over each tier: [..., B] (+inf for a tier of +inf entries only)."""
+        return np.minimum.reduceat(x[..., self.perm], self.starts, axis=-1)
+
+    def outputs(self, a: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Exact outputs of the cases (q, t) = (a, t) [F]: [F, 2r]."""
+        return np.concatenate([self.shared[a], self.own[t]], axis=1)
+
+    def rest_min(self, x: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """min of x [F, ..., n] over each tier, outside the shared exact set of query a [F]:
+        [F, ..., B] (+inf where a tier holds no such output)."""
+        mask = self.rest[a].reshape((len(a),) + (1,) * (x.ndim - 2) + (x.shape[-1],))
+        return self._tiers(np.where(mask, x, np.inf))
+
+
+def certified_sets(
+    tab: IntervalTables,
+    m: int,
+    dist: str | Distribution,
+    c: FlopCounter,
+    *,
+    exact_outputs: int = EXACT_OUTPUTS,
+    exact_budget: float | None = None,
+    head: int = 0,
+    direct: np.ndarray | None = None,
+) -> MaxCertificate:
     """The cubic proof for max token m (see ``MaxCertificate``). Entries for (q, cc) that cannot
-    occur under ``dist`` are not refined. Cost O(n²k²) plus the refinements."""
+    occur under ``dist`` are not refined.
+
+    A token case (q, cc, t) that the output-decoupled check leaves open is redone with
+    ``exact_outputs`` = r: exactly over 2r outputs (the shared rivals of m and the r that t
+    promotes most) and decoupled per tier over the rest, O(k·(r + log n)) per case; the cases
+    still open after that are redone exactly over every output, O(k·n) each, nearest token to m
+    first (the hard cases: their attention rivals the max's), at most
+    ``exact_budget``·(m+1)·m·(k-1)/n of them per stage (None: all), and never those whose
+    partial values already fail (the exact check recomputes them). A fixed budget keeps the
+    proof at O(n³k²). Queries are taken in blocks of at most _BLOCK_FLOATS entries of G.
+    Cost O(n²k²·(r + budget + log n)).
+
+    ``head``, ``direct``: the certificate of one head of a multi-head model (its tables, with
+    ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``_multi_head_sets``)."""
     n, k = tab.n, tab.k
     dist = get_distribution(dist)
     f = k - 1  # free positions 0..k-2; the query sits at k-1
-    eqke_lo, eqke_hi = tab.lo.eqke[0], tab.hi.eqke[0]  # [q, t]
-    eqkp_lo, eqkp_hi = tab.lo.eqkp[0], tab.hi.eqkp[0]  # [q, i]
+    eqke_lo, eqke_hi = tab.lo.eqke[head], tab.hi.eqke[head]  # [q, t]
+    eqkp_lo, eqkp_hi = tab.lo.eqkp[head], tab.hi.eqkp[head]  # [q, i]
     nq = m + 1
     qs = np.arange(nq)
     # a constant shift per q keeps every exp <= ~1 (any float is sound: it cancels in sign F)
@@ -174,8 +256,8 @@ def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Flo
         c.add(2 * s_lo.size + 2 * s_hi.size, "scores")
         return exp(Interval(s_lo, s_hi), c)
 
-    D, V, W = diff_lower(tab, m, c)  # [n, n], [n, n], [k, n]
-    D = D[:nq]
+    D, V, W = diff_lower(tab, m, c, head)  # [n, n], [n, n], [k, n]
+    D = D[:nq] if direct is None else direct
     # query term T_q [nq, n] and max-copy terms T_m [nq, f, n]
     wq = weight(
         eqke_lo[qs, qs][:, None], eqke_hi[qs, qs][:, None], eqkp_lo[qs, f][:, None], eqkp_hi[qs, f][:, None]
@@ -190,10 +272,18 @@ def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Flo
     c.add(tot0.size, "compare")
     if f == 0 or m == 0:
         return MaxCertificate(m, k, dist, cert0)
-    G = _worst_arrangements(Qt, Mt, k, c)  # [nq, c-1, j, n]
-    Gx = exclude_column(G, m)
-    Gmin = Gx.min(axis=-1)  # [nq, c, j]
-    c.add(G.size, "compare")
+    # G0(cc, o) = T_q(o) + the f-cc smallest T_m(i, o) over all free i (the worst arrangement)
+    Ms = np.sort(Mt, axis=1)
+    c.add(Mt.size * max(1, ceil(log2(max(f, 2)))), "sort")
+    G0 = np.empty((nq, f, n))
+    G0[:, f - 1] = acc = Qt
+    for r_ in range(1, f):
+        acc = down(acc + Ms[:, r_ - 1], c)
+        c.add(acc.size, "lower sum")
+        G0[:, f - 1 - r_] = acc
+    G0x = exclude_column(G0, m)
+    G0min = G0x.min(axis=-1)  # [nq, f]
+    c.add(G0.size, "compare")
     # non-max tokens t < m at free positions j
     wt = weight(
         eqke_lo[qs, :m][:, :, None], eqke_hi[qs, :m][:, :, None], eqkp_lo[qs, None, :f], eqkp_hi[qs, None, :f]
@@ -204,63 +294,196 @@ def certified_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Flo
     c.add(D.size + m * n + f * n, "compare")
     minU = sum_lower([Dmin[:, None, None], Vmin[None, :, None], Wmin[None, None, :]], c)  # [nq, m, f]
     tl = mul_lower(wt.lo, wt.hi, minU, c)  # [nq, m, f]: <= min_o T(t, j, o)
-    cs = np.arange(1, k, dtype=np.float64)[None, :, None, None]  # copies c = 1..k-1
-    ctl = down(cs * tl[:, None, :, :], c)  # [nq, c, m, f]
-    cheap = down(Gmin[:, :, None, :] + ctl, c) > 0
-    c.add(2 * ctl.size, "cheap check")
-    ok = cast(np.ndarray, cheap.all(axis=-1))  # [nq, c, t] (numpy types a reduction as possibly scalar)
     valid = np.zeros((nq, f), dtype=bool)  # the (q, c) groups that occur under dist
     for q_, cc_, _ways in dist.nonmax_groups(k, m):
         valid[q_, cc_ - 1] = True
+    # the outputs treated exactly and the decoupled rest: lower bounds of D, W, G0 over it
+    sets = _OutputSets(G0x, V, m, exact_outputs)
+    DR = sets.rest_min(D, qs)  # [nq, B]
+    WR = sets.rest_min(np.broadcast_to(W[:f], (nq, f, n)), qs)  # [nq, f, B]
+    G0R = sets.rest_min(G0, qs)  # [nq, f, B]
+    c.add(2 * (D.size + nq * f * n + G0.size), "compare")
+    allow = np.inf if exact_budget is None else exact_budget * nq * m * f / n
+    allowance = {"ok": allow, "mixture": allow}
 
-    def token_terms(a: np.ndarray, t_: np.ndarray) -> np.ndarray:
-        """Lower bounds of T(t, j, o) for (q, t) = (a, t_): [F, f, n]. Cost O(F·k·n)."""
-        U = sum_lower([D[a][:, None, :], V[t_][:, None, :], W[:f][None, :, :]], c)
+    def token_terms(a: np.ndarray, t_: np.ndarray, o: np.ndarray | None) -> np.ndarray:
+        """Lower bounds of T(t, j, o) for (q, t) = (a, t_) [F]: [F, f, n] over every output, or
+        [F, f, 2r] over the outputs o [F, 2r]. Cost O(F·k·n) or O(F·k·r)."""
+        if o is None:
+            U = sum_lower([D[a][:, None, :], V[t_][:, None, :], W[:f][None, :, :]], c)
+        else:
+            U = sum_lower(
+                [D[a[:, None], o][:, None, :], V[t_[:, None], o][:, None, :], W[:f][:, o].transpose(1, 0, 2)], c
+            )
         return mul_lower(wt.lo[a, t_][..., None], wt.hi[a, t_][..., None], U, c)
 
-    qi, ci, ti = np.nonzero(~ok & valid[:, :, None])
-    for s in range(0, len(qi), _REFINE_CHUNK):
-        a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
-        cT = down((b_ + 1.0)[:, None, None] * token_terms(a, t_), c)
-        tot = down(Gx[a, b_] + cT, c)  # o = m stays +inf
-        c.add(2 * tot.size, "exact check")
-        ok[a, b_, t_] = (tot.min(axis=-1) > 0).all(axis=-1)
+    def rest_terms(a: np.ndarray, t_: np.ndarray) -> np.ndarray:
+        """Lower bounds [F, f, B] of T(t, j, o) over each tier, outside the exact set of (a, t_)
+        (+inf for a tier without such outputs: no constraint)."""
+        VR = sets.v_tiers[t_][:, None, :]
+        empty = ~(np.isfinite(DR[a])[:, None, :] & np.isfinite(VR) & np.isfinite(WR[a]))
+        with np.errstate(invalid="ignore", over="ignore"):  # empty tiers only, replaced below
+            U = sum_lower([DR[a][:, None, :], VR, WR[a]], c)
+            T = mul_lower(wt.lo[a, t_][..., None], wt.hi[a, t_][..., None], U, c)
+        return np.where(empty, np.inf, T)
 
-    # mixture certificate: with G0(cc, o) = T_q(o) + the f-cc smallest T_m(i, o) over all free i
-    # (the worst arrangement), F(o) >= G0 - sum_j (-T(t_j, j, o))^+ >= G0 (1 - sum_j rho(t_j)).
-    Ms = np.sort(Mt, axis=1)
-    c.add(Mt.size * max(1, ceil(log2(max(f, 2)))), "sort")
-    G0 = np.empty((nq, f, n))
-    G0[:, f - 1] = acc = Qt
-    for r in range(1, f):
-        acc = down(acc + Ms[:, r - 1], c)
-        c.add(acc.size, "lower sum")
-        G0[:, f - 1 - r] = acc
-    G0x = exclude_column(G0, m)
-    G0min = G0x.min(axis=-1)  # [nq, f]
+    def nearest(open_: np.ndarray, stage: str, share: float) -> tuple[np.ndarray, ...]:
+        """Indices (q, cc, t) of the open cases [nq', f, m] the stage's budget allows (``share``
+        of what is left), nearest token to m first."""
+        q_, c_, t_ = np.nonzero(open_)
+        take = int(min(len(t_), np.floor(allowance[stage] * share)))
+        allowance[stage] -= take
+        order = np.argsort(-t_, kind="stable")[:take]
+        return q_[order], c_[order], t_[order]
+
+    ok = np.zeros((nq, f, m), dtype=bool)
+    cs = np.arange(1, k, dtype=np.float64)[None, :, None, None]  # copies c = 1..k-1
+    qb = max(1, _BLOCK_FLOATS // (f * f * n))
+    for q0 in range(0, nq, qb):
+        blk = np.arange(q0, min(nq, q0 + qb))
+        G = _worst_arrangements(Qt[blk], Mt[blk], k, c)  # [b, c-1, j, n]
+        Gx = exclude_column(G, m)
+        Gmin = Gx.min(axis=-1)  # [b, c, j]
+        GR = sets.rest_min(Gx, blk)  # [b, c, j, B]: over each tier of the decoupled rest
+        c.add(2 * G.size, "compare")
+        # G + c·T > 0 iff T > -G/c: one comparison per (q, c, t, j) against a float above -G/c
+        thr = up(-Gmin / cs[:, :, 0], c)  # [b, c, j]
+        cheap = tl[blk][:, None, :, :] > thr[:, :, None, :]  # [b, c, m, f]
+        c.add(thr.size + cheap.size, "cheap check")
+        okb = cast(np.ndarray, cheap.all(axis=-1))  # [b, c, t]
+        hopeless = np.zeros_like(okb)
+        qi, ci, ti = np.nonzero(~okb & valid[blk][:, :, None])
+        for s in range(0, len(qi), _REFINE_CHUNK):
+            a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
+            aq, cc = blk[a], (b_ + 1.0)[:, None]
+            o = sets.outputs(aq, t_)  # [F, 2r]
+            cT = down(cc[:, :, None] * token_terms(aq, t_, o), c)
+            exact_part = down(np.take_along_axis(Gx[a, b_], o[:, None, :], axis=2) + cT, c).min(axis=-1)
+            with np.errstate(over="ignore"):  # +inf (empty tiers) stays +inf or the largest float
+                rest_part = down(GR[a, b_] + down(cc[:, :, None] * rest_terms(aq, t_), c), c).min(axis=-1)
+            c.add(3 * cT.size + 4 * exact_part.size, "partial check")
+            okb[a, b_, t_] = ((exact_part > 0) & (rest_part > 0)).all(axis=-1)
+            # the exact check computes these same outputs' values: it fails where they fail
+            hopeless[a, b_, t_] = ~(exact_part > 0).all(axis=-1)
+        qi, ci, ti = nearest(~okb & ~hopeless & valid[blk][:, :, None], "ok", len(blk) / (nq - q0))
+        for s in range(0, len(qi), _REFINE_CHUNK):
+            a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
+            cT = down((b_ + 1.0)[:, None, None] * token_terms(blk[a], t_, None), c)
+            tot = down(Gx[a, b_] + cT, c)  # o = m stays +inf
+            c.add(2 * tot.size, "exact check")
+            okb[a, b_, t_] = (tot.min(axis=-1) > 0).all(axis=-1)
+        ok[blk] = okb
+
+    # mixture certificate: F(o) >= G0 - sum_j (-T(t_j, j, o))^+ >= G0 (1 - sum_j rho(t_j)).
     usable = G0min > 0
     neg = np.maximum(-tl, 0.0).max(axis=-1)  # [nq, m] >= (-T(t, j, o))^+ for every j, o
-    rho = up(neg[:, None, :] / np.where(usable, G0min, 1.0)[:, :, None], c)  # [nq, f, m]
+    with np.errstate(over="ignore"):  # overflow to +inf (a tiny usable G0): an unusable bucket
+        rho = up(neg[:, None, :] / np.where(usable, G0min, 1.0)[:, :, None], c)  # [nq, f, m]
     c.add(neg.size * (f + 1) + rho.size, "mixture")
     bucket = np.where(usable[:, :, None], _bucket(rho, c), MIX_BUCKETS)
+    floor = np.full_like(bucket, MIX_BUCKETS)
     qi, ci, ti = np.nonzero((bucket >= 2) & usable[:, :, None] & valid[:, :, None])
     for s in range(0, len(qi), _REFINE_CHUNK):
         a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
-        negT = np.maximum(-token_terms(a, t_), 0.0)  # [F, f, n]; o = m divides by +inf
-        r = up(negT / G0x[a, b_][:, None, :], c).max(axis=(1, 2))
+        o = sets.outputs(a, t_)
+        negT = np.maximum(-token_terms(a, t_, o), 0.0)  # [F, f, 2r]
+        negR = np.maximum(-rest_terms(a, t_), 0.0)  # [F, f, B]
+        with np.errstate(over="ignore"):  # ratios that overflow are +inf: unusable, as above
+            r_exact = up(negT / np.take_along_axis(G0x[a, b_], o, axis=1)[:, None, :], c).max(axis=(1, 2))
+            r = np.maximum(r_exact, up(negR / G0R[a, b_][:, None, :], c).max(axis=(1, 2)))  # G0R >= G0min > 0
+        c.add(3 * negT.size + 2 * len(a) * f, "mixture")
+        bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], _bucket(r, c))
+        # the exact rho is at least these outputs' share: rechecking helps only below that
+        floor[a, b_, t_] = _bucket(r_exact, c)
+    qi, ci, ti = nearest((bucket > np.maximum(floor, 1)) & usable[:, :, None] & valid[:, :, None], "mixture", 1.0)
+    for s in range(0, len(qi), _REFINE_CHUNK):
+        a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
+        negT = np.maximum(-token_terms(a, t_, None), 0.0)  # [F, f, n]; o = m divides by +inf
+        with np.errstate(over="ignore"):
+            r = up(negT / G0x[a, b_][:, None, :], c).max(axis=(1, 2))
         c.add(2 * negT.size, "mixture")
         bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], _bucket(r, c))
     return MaxCertificate(m, k, dist, cert0, ok, bucket)
 
 
+HEAD_SHARE = 0.99  # share of the all-max input's margin the heads may lose (the rest: slack)
+
+
+def _head_thresholds(tab: IntervalTables, m: int, c: FlopCounter) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds lam [h, nq, n] for max token m and whether D + sum_h lam > 0 is proved [nq]
+    (o != m, D the direct path's lower bounds). lam_h = A_h - HEAD_SHARE·M0/h, with A_h(q, o) the
+    float64 estimate of head h's margin contribution on the input whose free positions all hold
+    m and M0 = D + sum_h A_h: any float values are sound, the check decides. Cost O(h·n²·k)."""
+    H, k, nq = tab.n_heads, tab.k, m + 1
+    qs = np.arange(nq)
+    D = diff_lower(tab, m, c)[0][:nq]
+    A = np.empty((H, nq, tab.n))
+    for h in range(H):
+        _, V, W = diff_lower(tab, m, c, h)
+        score = (
+            np.concatenate(
+                [np.repeat(tab.lo.eqke[h, qs, m][:, None], k - 1, axis=1), tab.lo.eqke[h, qs, qs][:, None]], axis=1
+            )
+            + tab.lo.eqkp[h, qs]
+        )  # [nq, k]
+        a = np.exp(score - score.max(axis=1, keepdims=True))
+        a /= a.sum(axis=1, keepdims=True)
+        A[h] = a[:, : k - 1].sum(axis=1)[:, None] * V[m][None] + a[:, k - 1 :] * V[qs] + a @ W
+        c.add(nq * k * (2 * tab.n + 6), "thresholds")
+    M0 = D + A.sum(axis=0)
+    lam = A - HEAD_SHARE * np.maximum(M0, 0.0)[None] / H
+    c.add(4 * lam.size, "thresholds")
+    total = exclude_column(sum_lower([D] + [lam[h] for h in range(H)], c), m)
+    c.add(total.size, "compare")
+    return lam, total.min(axis=1) > 0
+
+
+def _multi_head_sets(
+    tab: IntervalTables, m: int, dist: str | Distribution, c: FlopCounter, **options
+) -> MaxCertificate:
+    """The cubic proof for max token m of a model with several heads. Head h's share of the margin
+    is A_h(o) = sum_i a_i^h u_h(x_i, i, o), a weighted mean; A_h > lam_h iff
+    sum_i w_i^h (u_h - lam_h) > 0, which is the single-head margin with the direct path D
+    replaced by -lam_h. So each head gets its own single-head certificate against -lam_h
+    (``certified_sets(head=h, direct=-lam_h)``), and an input covered by every head's certificate,
+    for a query q with D + sum_h lam_h > 0 (proved, ``_head_thresholds``), has margin
+    D + sum_h A_h > D + sum_h lam_h > 0. Combined: cert0 and ok by AND over heads; the mixture
+    bucket by the max over heads (a bucket sum < K then holds for every head). Cost: h times the
+    single-head proof."""
+    lam, lam_ok = _head_thresholds(tab, m, c)
+    heads = [certified_sets(tab, m, dist, c, head=h, direct=-lam[h], **options) for h in range(tab.n_heads)]
+    cert0 = np.logical_and.reduce([x.cert0 for x in heads]) & lam_ok
+    first = heads[0]
+    if first.ok is None:
+        return MaxCertificate(m, first.k, first.dist, cert0)
+    oks = [x.ok for x in heads if x.ok is not None]  # every head sets ok and bucket alike
+    buckets = [x.bucket for x in heads if x.bucket is not None]
+    ok = np.logical_and.reduce(oks) & lam_ok[:, None, None]
+    bucket = np.maximum.reduce(buckets)
+    bucket = np.where(lam_ok[:, None, None], bucket, MIX_BUCKETS)
+    return MaxCertificate(m, first.k, first.dist, cert0, ok, bucket)
+
+
 def _bucket(rho: np.ndarray, c: FlopCounter) -> np.ndarray:
     """ceil(K·rho) as ints, capped at K (= unusable); rho >= 0. Rounded up, so the sum of the
     buckets of a tuple is < K only if the sum of the rhos is < 1."""
-    x = np.ceil(up(rho * MIX_BUCKETS, c))
+    with np.errstate(over="ignore"):  # a rho near the float limit goes to +inf: unusable
+        x = np.ceil(up(rho * MIX_BUCKETS, c))
     c.add(2 * x.size, "mixture")
-    return np.minimum(x, MIX_BUCKETS).astype(np.int64)
+    return np.where(x < MIX_BUCKETS, x, MIX_BUCKETS).astype(np.int64)  # NaN: unusable
 
 
-def prove_cubic(model, dist: Distribution, *, counter: FlopCounter) -> int:
-    """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
-    return cubic_certified(model, dist, counter)
+def prove_cubic(
+    model,
+    dist: Distribution,
+    *,
+    counter: FlopCounter,
+    exact_outputs: int = EXACT_OUTPUTS,
+    exact_budget: float = EXACT_BUDGET,
+) -> int:
+    """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``.
+    Options: ``exact_outputs`` (r >= 1) and ``exact_budget`` (negative: no limit), as
+    ``cubic_certified``."""
+    if exact_outputs < 1:
+        raise MaxkError(f"exact_outputs must be at least 1, not {exact_outputs}")
+    return cubic_certified(model, dist, counter, exact_outputs=exact_outputs, exact_budget=exact_budget)

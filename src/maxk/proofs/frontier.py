@@ -1,11 +1,53 @@
-"""The proof-length / tightness frontier: bound against FLOPs for a set of proof results."""
+"""The proof-length / tightness frontier: bound against FLOPs for a set of proof results.
+
+``frontier_runs(cfg)`` lists the (strategy, options) points that ``maxk prove --strategy all
+--frontier`` runs: every registered strategy with its defaults, then the ``hybrid`` proof with
+``cubic_top`` = 1, 2, 4, ... (cubic for the top max tokens, subcubic for the rest) and the cubic
+proof with less exact work, so that bound against FLOPs is traced from the cheapest proof to
+cubic with no wide gap. ``pareto`` keeps the points no other point beats on both axes.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..atomic import atomic_path
+from ..config import ModelConfig
 from ..results import ProofResult
+
+CUBIC_STEPS = ({"exact_outputs": 1, "exact_budget": 0.0}, {"exact_outputs": 2, "exact_budget": 0.5})
+
+
+def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(strategy, options) points of the frontier for a model of ``cfg``, cheapest family first:
+    ``strategies`` (registered names) with defaults, hybrid with cubic_top = 1 and the cheapest
+    cubic options, then cubic_top = 1, 2, 4, ... < n, and the cubic proof with the options of
+    CUBIC_STEPS (when hybrid / cubic are among them)."""
+    runs: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in strategies]
+    if "hybrid" in strategies:  # the first step costs the full tables' enclosure: keep it cheap
+        runs.append(("hybrid", {"cubic_top": 1, **CUBIC_STEPS[0]}))
+        top = 1
+        while top < cfg.n:
+            runs.append(("hybrid", {"cubic_top": top}))
+            top *= 2
+    if "cubic" in strategies:
+        runs += [("cubic", dict(o)) for o in CUBIC_STEPS]
+    return runs
+
+
+def pareto(results: list[ProofResult]) -> list[ProofResult]:
+    """The results that no other has both fewer (or equal) FLOPs and a higher bound, by FLOPs."""
+    out: list[ProofResult] = []
+    for r in sorted(results, key=lambda r: (r.flops or 0, -r.bound)):
+        if not out or r.bound > out[-1].bound:
+            out.append(r)
+    return out
+
+
+def _label(r: ProofResult) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(r.options.items()))
+    return f"{r.method}({opts})" if opts else r.method
 
 
 def plot_frontier(
@@ -14,9 +56,12 @@ def plot_frontier(
     path: str | os.PathLike,
     title: str = "",
     true_label: str = "true accuracy",
+    frontier: bool = False,
 ) -> None:
     """Draw bound vs FLOPs (log x) for ``results`` -- brute force as its own marker -- with a
-    horizontal line at ``true_accuracy``; write a PNG to ``path`` atomically (matplotlib Agg)."""
+    horizontal line at ``true_accuracy``; write a PNG to ``path`` atomically (matplotlib Agg).
+    With ``frontier``, the points are small and unlabelled and the Pareto frontier (``pareto``,
+    brute force left out) is drawn as a line through its points."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -29,8 +74,21 @@ def plot_frontier(
         flops = max(r.flops, 1)
         if r.method == "brute":
             ax.scatter([flops], [r.bound], marker="*", s=160, color="black", zorder=3, label="brute force")
+        elif frontier:
+            ax.scatter([flops], [r.bound], s=14, color="tab:gray", zorder=2)
         else:
             ax.scatter([flops], [r.bound], s=40, zorder=3, label=f"{r.method} ({r.bound:.4f})")
+    if frontier:
+        front = pareto([r for r in results if r.method != "brute"])
+        ax.plot(
+            [max(r.flops or 1, 1) for r in front],
+            [r.bound for r in front],
+            "-o",
+            color="tab:blue",
+            markersize=4,
+            zorder=3,
+            label=f"frontier ({len(front)} points; best {_label(front[-1])})" if front else "frontier",
+        )
     if true_accuracy is not None:
         ax.axhline(
             true_accuracy, color="tab:red", linestyle="--", linewidth=1, label=f"{true_label} {true_accuracy:.4f}"

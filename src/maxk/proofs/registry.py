@@ -27,6 +27,8 @@ from .brute import prove_brute
 from .cubic import COST as CUBIC_COST
 from .cubic import prove_cubic
 from .enclose import IntervalTables
+from .hybrid import COST as HYBRID_COST
+from .hybrid import prove_hybrid
 from .subcubic import FINITE, SUBCUBIC_VARIANTS
 
 StrategyFn = Callable[..., int]
@@ -51,11 +53,17 @@ STRATEGIES.register(
     "cubic",
     prove_cubic,
     cost=CUBIC_COST,
-    summary="per (max, query, copies, token): worst arrangement, exact over outputs",
-    refuses=(_SINGLE_HEAD,),
+    summary="per (max, query, copies, token): worst arrangement, exact over outputs; any number of heads",
 )
 for _v in SUBCUBIC_VARIANTS:
     STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(_SINGLE_HEAD, FINITE))
+STRATEGIES.register(
+    "hybrid",
+    prove_hybrid,
+    cost=HYBRID_COST,
+    summary="cubic for the cubic_top largest max tokens, subcubic for the rest (the frontier's knob)",
+    refuses=(_SINGLE_HEAD, FINITE),
+)
 
 
 def strategy_names() -> list[str]:

@@ -75,6 +75,7 @@ __all__ = [
     "certify_gaps",
     "count_certified",
     "subcubic_certified",
+    "subcubic_thresholds",
     "SUBCUBIC_VARIANTS",
 ]
 
@@ -409,9 +410,8 @@ def count_certified(T: np.ndarray, k: int, dist: str | Distribution) -> int:
     return total
 
 
-def subcubic_certified(
+def subcubic_thresholds(
     model,
-    dist: str | Distribution = "uniform",
     counter: FlopCounter | None = None,
     *,
     attention: str = "keydir",
@@ -419,21 +419,20 @@ def subcubic_certified(
     direct: str = "full",
     split: bool = False,
     strategy: str = "subcubic",
-) -> int:
-    """Certified count for ``dist`` with the chosen EQKE bound (``attention`` = "keydir": mean +
-    difference with the key direction kept exactly; "meandiff": mean + difference; "svd": SVD
-    main term of rank ``rank``; see ``maxk.proofs.lowrank``) and direct path (``direct`` =
-    "full": the n×n EUPU table, or "quadratic": from O(n·d) pieces). With ``split`` the outputs
-    below and above the max are bounded separately (two sides, each decoupled), which keeps a
-    non-max token's own output apart from the max token's nearest rival above it.
+) -> np.ndarray:
+    """The thresholds T [n_q, n_max] of ``certify_gaps`` (any distribution) with the chosen EQKE
+    bound (``attention`` = "keydir": mean + difference with the key direction kept exactly;
+    "meandiff": mean + difference; "svd": SVD main term of rank ``rank``; see
+    ``maxk.proofs.lowrank``) and direct path (``direct`` = "full": the n×n EUPU table, or
+    "quadratic": from O(n·d) pieces). With ``split`` the outputs below and above the max are
+    bounded separately (two sides, each decoupled), which keeps a non-max token's own output
+    apart from the max token's nearest rival above it.
 
     Cost: O(n·d·dh) for the query/key pieces (plus O(n·dh² + dh³) for "svd"), O(n²·dh) for
     EVOU (and O(n²·d) for EUPU if ``direct`` is "full"), O(n²) (O(n²·rank) for "svd") for the
     EQKE enclosure, O(n²·k·log n) for the gap search (twice the work per check with ``split``)."""
     c = counter if counter is not None else FlopCounter()
     require_single_head(model, strategy)
-    n, k = model.cfg.n, model.cfg.k
-    dist = resolve(dist, n, k)
     pieces = qk_pieces(model, c)
     if attention == "svd":
         eqke = eqke_svd(pieces, rank, c)
@@ -445,8 +444,16 @@ def subcubic_certified(
     for name, arr in (("EQKE", eqke.lo), ("EQKE", eqke.hi), ("EQKP", eqkp.lo), ("EQKP", eqkp.hi)):
         if not np.all(np.isfinite(arr)):
             raise Refused(FINITE, f"{name} enclosure is not finite")
-    T = certify_gaps(SubcubicPieces(eqke, eqkp, W, D, Pv, empty), c)
-    return count_certified(T, k, dist)
+    return certify_gaps(SubcubicPieces(eqke, eqkp, W, D, Pv, empty), c)
+
+
+def subcubic_certified(
+    model, dist: str | Distribution = "uniform", counter: FlopCounter | None = None, **settings
+) -> int:
+    """Certified count for ``dist``: ``count_certified`` of ``subcubic_thresholds(model, counter,
+    **settings)`` (same settings and cost)."""
+    d = resolve(dist, model.cfg.n, model.cfg.k)
+    return count_certified(subcubic_thresholds(model, counter, **settings), model.cfg.k, d)
 
 
 FINITE = Refusal("needs finite enclosures of EQKE and EQKP (the weights are too large)")
