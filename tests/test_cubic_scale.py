@@ -74,6 +74,7 @@ def test_every_frontier_point_is_sound(n, k, seed, noise):
         if dist == "distinct" and k > n:
             continue
         correct = evaluate(model, dist).correct
+        assert correct is not None
         for name, options in frontier_runs(model.cfg, STRATEGIES.names()):
             if name in ("brute",):
                 continue
