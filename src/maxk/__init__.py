@@ -9,14 +9,18 @@ from .circuits import CircuitTables, circuit_tables
 from .config import ModelConfig
 from .distributions import DISTINCT, DISTRIBUTIONS, UNIFORM, Distribution, get_distribution, register_distribution
 from .errors import MaxkError
+from .estimators.budget import plan as plan_budget
 from .estimators.registry import ESTIMATORS, estimate
 from .exact import evaluate, evaluate_forward
 from .interop import from_hooked_transformer, to_hooked_transformer
 from .model import MaxKTransformer
 from .proofs.enclose import enclosed_tables
 from .proofs.registry import STRATEGIES, prove, prove_all
+from .report import report
 from .results import Estimate, EvalResult, ProofResult, Result
 from .sampling import evaluate_sampled
+from .surprise import SurpriseTable, surprise
+from .sweep import sweep
 from .train import train, trained_model
 from .wick_propagation import WickValues, explain, wick
 
@@ -59,9 +63,17 @@ __all__ = [
     "ESTIMATORS",
     "Estimate",
     "estimate",
+    "plan_budget",  # the settings estimate(..., budget=F) runs a method with (docs/estimators.md)
     # Wick propagation: the cumulant explanation input by input
     "WickValues",
     "explain",
     "wick",
+    # surprise accounting: bits per explanation (docs/surprise.md)
+    "SurpriseTable",
+    "surprise",
+    # the sweep's report: one self-contained HTML page
+    "report",
+    # sweeps over seeds and configurations, in process or on Dask (docs/sweep.md)
+    "sweep",
     "MaxkError",
 ]

@@ -8,6 +8,9 @@ registers its commands on ``main``. Importing this package imports them all.
 from __future__ import annotations
 
 from . import core, estimate, estimate_bench, prove, wick  # noqa: F401  (each registers its commands on main)
+from . import report as _report  # noqa: F401  (maxk report)
+from . import surprise as _surprise  # noqa: F401  (maxk surprise)
+from . import sweep as _sweep  # noqa: F401  (maxk sweep)
 from ._app import main, run
 
 __all__ = ["main", "run"]
