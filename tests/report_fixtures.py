@@ -41,7 +41,12 @@ CONFIGS = ((3, 6, 8, 1), (3, 8, 8, 2))
 SEEDS = (0, 1, 2)
 STEPS = 300
 UNTRAINED_SEED = 2  # this seed's model is left as initialised: a model that gets many inputs wrong
-ESTIMATES = (("sampling", {"samples": 2000}), ("stratified", {"samples": 2000}), ("mean", {}), ("bins", {}))
+ESTIMATES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("sampling", {"samples": 2000}),
+    ("stratified", {"samples": 2000}),
+    ("mean", {}),
+    ("bins", {}),
+)
 RECIPE = {"steps": STEPS, "batch": 64, "lr": 1e-3, "weight_decay": 0.01}
 
 

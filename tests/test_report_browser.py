@@ -84,7 +84,7 @@ def open_page(html: Path, screenshot: Path, *, viewport=(1280, 900), full_page: 
 
 def test_report_in_chromium(report_runs, tmp_path):
     page_path = report(report_runs, tmp_path / "report")
-    shot = Path(os.environ.get("MAXK_REPORT_SCREENSHOT", tmp_path / "report.png"))
+    shot = Path(os.environ.get("MAXK_REPORT_SCREENSHOT") or tmp_path / "report.png")
     seen = open_page(page_path, shot)
     print(f"screenshot: {shot}")
     assert not seen["errors"], seen["errors"]
