@@ -40,7 +40,7 @@ from ..distributions import Distribution, get_distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..torch_threads import single_threaded
-from . import binned
+from . import binned, coarse
 from .base import EstimateValue
 
 _CHUNK = 1 << 11  # cases per block in the logit step: [chunk, b, n] float64 stays in cache
@@ -379,6 +379,22 @@ def bin_propagation(
     return float(per_max.sum()), per_max
 
 
+def _coarse(method, tables, dist, counter, n_bins, strata, heavy, outputs, full_only) -> EstimateValue | None:
+    """The coarse setting of ``mean``/``bins`` when ``strata`` is not "full" (else None)."""
+    return coarse.dispatch(
+        method,
+        tables,
+        dist,
+        counter,
+        strata=strata,
+        readout=method,
+        n_bins=n_bins,
+        heavy=heavy,
+        outputs=outputs,
+        full_only={name: (v, DEFAULTS[name]) for name, v in full_only.items()},
+    )
+
+
 def bins(
     tables: CircuitTables,
     dist: Distribution,
@@ -390,9 +406,20 @@ def bins(
     gap: int | None = DEFAULTS["gap"],
     positions: int = DEFAULTS["positions"],
     profile: str = DEFAULTS["profile"],
+    strata: str = "full",
+    heavy: int = 0,
+    outputs: int | None = None,
 ) -> EstimateValue:
     """Bin propagation with ``n_bins`` bins (see ``bin_propagation`` for the options).
-    Deterministic (``rng`` unused). Cost O(n⁴ + n²·k·b² log b + cases·b·n)."""
+    Deterministic (``rng`` unused). Cost O(n⁴ + n²·k·b² log b + cases·b·n).
+
+    ``strata`` other than "full" ("max", "max-query", "positions") is the cheap coarse setting
+    (``maxk.estimators.coarse``, read-out "bins": the low tokens' weight as ``n_bins`` lognormal
+    bins) with ``heavy`` heaviest tokens split on and ``outputs`` competitor outputs read."""
+    full_only = {"tol": tol, "gap": gap, "positions": positions, "profile": profile}
+    cheap = _coarse("bins", tables, dist, counter, n_bins, strata, heavy, outputs, full_only)
+    if cheap is not None:
+        return cheap
     with single_threaded():
         est, per_max = bin_propagation(tables, dist, n_bins, counter, tol, gap, positions, profile=profile)
     used_gap = auto_gap(tables.k) if gap is None else gap
@@ -418,9 +445,21 @@ def mean(
     tol: float = DEFAULTS["tol"],
     gap: int | None = DEFAULTS["gap"],
     positions: int = DEFAULTS["positions"],
+    strata: str = "full",
+    heavy: int = 0,
+    outputs: int | None = None,
 ) -> EstimateValue:
     """Mean propagation: bin propagation with one bin (the low tokens' weight sum replaced by its
-    mean); the same conditioning as ``bins``. Cost O(n⁴ + cases·n)."""
+    mean); the same conditioning as ``bins``. Cost O(n⁴ + cases·n).
+
+    ``strata`` other than "full" ("max", "max-query", "positions") is the cheap coarse setting
+    (``maxk.estimators.coarse``, read-out "mean") with ``heavy`` heaviest tokens split on and
+    ``outputs`` competitor outputs read."""
+    cheap = _coarse(
+        "mean", tables, dist, counter, 1, strata, heavy, outputs, {"tol": tol, "gap": gap, "positions": positions}
+    )
+    if cheap is not None:
+        return cheap
     with single_threaded():
         est, per_max = bin_propagation(tables, dist, 1, counter, tol, gap, positions)
     used_gap = auto_gap(tables.k) if gap is None else gap

@@ -28,6 +28,7 @@ from ..registry import Refusal, Registry, multi_head
 from ..results import Estimate
 from .base import EstimateValue
 from .bins import bins, mean
+from .budget import plan
 from .cumulant import cumulant
 from .sampling import sampling, stratified
 from .systematic import systematic
@@ -95,6 +96,7 @@ def estimate(
     *,
     seed: int | None = 0,
     counter: FlopCounter | None = None,
+    budget: float | None = None,
     **options,
 ) -> Estimate:
     """Run estimator ``method`` on a model (or its circuit tables) under distribution ``dist``.
@@ -103,7 +105,12 @@ def estimate(
     are the method's declared options (e.g. ``samples=``, ``n_bins=``; None values dropped). The
     FLOPs reported are those the estimator counted (added to ``counter`` too, if given; computing
     the tables is not included: every method shares it). MaxkError for an unknown method or
-    option, a bad distribution, or a model the method declares it refuses."""
+    option, a bad distribution, or a model the method declares it refuses.
+
+    ``budget`` = F FLOPs lets ``maxk.estimators.budget.plan`` choose the method's settings so that
+    its counted FLOPs stay within F (the options are then the plan's, and may not be given too);
+    MaxkError when F is below the method's cheapest setting, or — never silently — when a run
+    counted more than F (possible only for full ``cumulant``, whose cost depends on the model)."""
     est = ESTIMATORS.get(method)
     options = est.check_options(options)
     tables = model_or_tables if isinstance(model_or_tables, CircuitTables) else circuit_tables(model_or_tables)
@@ -111,6 +118,12 @@ def estimate(
     reason = est.refusal(tables.cfg, d)
     if reason is not None:
         raise MaxkError(f"estimator {method!r} {reason}")
+    if budget is not None:
+        if options:
+            raise MaxkError(
+                f"budget chooses {method!r}'s settings: give either a budget or {', '.join(sorted(options))}"
+            )
+        options = dict(plan(method, tables, d, budget).options)
     counter = FlopCounter() if counter is None else counter
     start_flops = counter.total
     rng = np.random.default_rng(seed)
@@ -118,13 +131,19 @@ def estimate(
     out = est.run(tables, d, counter=counter, rng=rng, **options)
     seconds = time.perf_counter() - t0
     value = out if isinstance(out, EstimateValue) else EstimateValue(float(out))
+    spent = counter.total - start_flops
+    if budget is not None and spent > budget:
+        raise MaxkError(
+            f"estimator {method!r} counted {spent:.4g} FLOPs, over its budget of {float(budget):.4g} "
+            f"(settings {options}): refused"
+        )
     return Estimate(
         method=method,
         dist=d.name,
         n_sequences=d.n_sequences(tables.n, tables.k),
         seconds=seconds,
-        flops=counter.total - start_flops,
-        options={**options, "seed": seed},
+        flops=spent,
+        options={**options, "seed": seed} if budget is None else {**options, "seed": seed, "budget": float(budget)},
         estimate=float(value.estimate),
         spread=value.spread,
         details=value.details,

@@ -13,6 +13,7 @@ from ...distributions import Distribution, resolve
 from ...errors import MaxkError
 from ...flops import FlopCounter
 from ...torch_threads import single_threaded
+from .. import coarse
 from ..base import EstimateValue
 from .heavy import HEAVY_PATHS, _heavy_mean_field, _merge_heavy, _split_heavy
 from .logits import _logit_cov, _logit_mean
@@ -223,6 +224,9 @@ def cumulant(
     heavy_path: str = "vectorised",
     ratio_correction: bool = True,
     lse_correction: bool = True,
+    strata: str = "full",
+    heavy: int = 0,
+    outputs: int | None = None,
 ) -> EstimateValue:
     """Registry entry ``cumulant``: covariance propagation (``order=2``; ``order=1`` is mean
     propagation over the same strata). ``readout``: "gauss" (Gaussian margin, Gauss–Hermite) or
@@ -236,7 +240,37 @@ def cumulant(
     read-out's logsumexp (for experiments). spread: None — the size of the second-order correction
     (in ``extra``) was measured to be far smaller than the actual error, so it is not offered as a
     predictive spread. Cost O(h²·n³ + strata·h²·n·(n + k)); see the package docstring for measured
-    figures."""
+    figures.
+
+    ``strata`` other than "full" ("max", "max-query", "positions") is the cheap coarse setting
+    (``maxk.estimators.coarse``, read-out "gauss": the low tokens' weight to second order, the
+    margin Gaussian) with ``heavy`` heaviest tokens split on and ``outputs`` competitor outputs
+    read; the options above apply to "full" only."""
+    cheap = coarse.dispatch(
+        "cumulant",
+        tables,
+        dist,
+        counter,
+        strata=strata,
+        readout="gauss",
+        n_bins=1,
+        heavy=heavy,
+        outputs=outputs,
+        full_only={
+            "readout": (readout, "gauss"),
+            "order": (order, 2),
+            "tau": (tau, 0.05),
+            "max_heavy": (max_heavy, 12),
+            "heavy_order": (heavy_order, 1),
+            "prune_mass": (prune_mass, 1e-4),
+            "max_copies": (max_copies, None),
+            "heavy_path": (heavy_path, "vectorised"),
+            "ratio_correction": (ratio_correction, True),
+            "lse_correction": (lse_correction, True),
+        },
+    )
+    if cheap is not None:
+        return cheap
     res = cumulant_propagation(
         tables,
         dist,
