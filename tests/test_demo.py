@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end(tmp_path):
     text = " ".join(proc.stdout.split())
     for section in ("exact (uniform)", "Compact proofs", "Heuristic estimates", "Wick values", "Surprise", "Sweep"):
         assert section in text, section
-    assert text.rstrip().endswith(str(out / "report" / "index.html"))
+    assert proc.stdout.rstrip().splitlines()[-1].endswith(str(out / "report" / "index.html"))
     assert (out / "frontier.png").stat().st_size > 0
     assert (out / "report" / "index.html").stat().st_size > 0
     assert len(list((out / "sweep").glob("*/seed-*.json"))) == 3

@@ -102,4 +102,4 @@ def run_demo(out_dir: str | Path) -> None:
         f"{sw.skipped} already finished, {sw.seconds:.1f} s -> {runs}  (the paper's: `maxk sweep --seeds 0-150`)"
     )
     page = report(runs, out_dir / "report")
-    console.print(f"Report of the sweep (opens offline): {page}")
+    console.print(f"Report of the sweep (opens offline): {page}", soft_wrap=True)  # the path unbroken
