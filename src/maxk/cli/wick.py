@@ -10,7 +10,7 @@ from ..atomic import atomic_path
 from ..circuits import circuit_tables
 from ..distributions import resolve
 from ..errors import MaxkError
-from ..wick_propagation import explain, wick
+from ..wick_propagation import wick
 from ..wick_propagation.summary import summarize, top_departures
 from ._app import dist_option, echo_json, main
 
@@ -62,7 +62,7 @@ def wick_cmd(model_path, dist, samples, seed, reference, top, as_json, out_path)
     v = wick(tab, d, samples=samples, seed=seed, reference=None if ref is d else ref)
     summary = summarize(v)
     idx = top_departures(v, top)
-    terms = explain(tab, ref).terms(np.asarray(v.inputs[idx], dtype=np.int64)) if len(idx) else []
+    terms = v.explanation.terms(np.asarray(v.inputs[idx], dtype=np.int64)) if len(idx) else []
     rows = [
         {
             "input": [int(t) for t in v.inputs[i]],

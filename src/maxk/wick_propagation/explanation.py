@@ -129,18 +129,18 @@ def explain(
     O(h²·n³ + rows·h²·n·(n + k)), plus O(rows·h·n²) for the expansion's quadratic forms."""
     t0 = time.perf_counter()
     dist = resolve(dist, tables.n, tables.k)
-    _check_options(
-        readout,
-        order,
-        tau,
-        max_heavy,
-        heavy_order,
-        prune_mass,
-        max_copies,
-        heavy_path,
-        ratio_correction,
-        lse_correction,
+    options = dict(
+        readout=readout,
+        order=order,
+        tau=tau,
+        max_heavy=max_heavy,
+        heavy_order=heavy_order,
+        prune_mass=prune_mass,
+        max_copies=max_copies,
+        ratio_correction=ratio_correction,
+        lse_correction=lse_correction,
     )
+    _check_options(heavy_path=heavy_path, **options)
     counter = FlopCounter() if counter is None else counter
     f0 = counter.total
     T = _Tables(tables, counter)
@@ -170,17 +170,6 @@ def explain(
     estimate_first = float((pc.est1 * wt).sum())
     parent = _group_means(rows.base, wt, pc.est, pc.est1, rows.n_bases)
     per_max = _group_means(rows.st["m"], wt, pc.est, pc.est1, tables.n)
-    options = dict(
-        readout=readout,
-        order=order,
-        tau=tau,
-        max_heavy=max_heavy,
-        heavy_order=heavy_order,
-        prune_mass=prune_mass,
-        max_copies=max_copies,
-        ratio_correction=ratio_correction,
-        lse_correction=lse_correction,
-    )
     return WickExplanation(
         tables=tables,
         dist=dist,

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from math import perm
 
 import numpy as np
+import torch
 
 from ..circuits import CircuitTables, circuit_tables
 from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from .exhaustive import exhaustive_values
-from .explanation import VALUE_FIELDS, explain
+from .explanation import VALUE_FIELDS, WickExplanation, explain
 
 EXHAUSTIVE_MAX = 2 * 10**7  # inputs: exhaustive by default up to n^k of this
 OPTIONS = frozenset(
@@ -48,7 +49,8 @@ class WickValues:
     With a reference law (``wick(..., reference=)``, the explanation built on it and the inputs
     drawn from ``dist``): reference, its name; outside [N] bool, the inputs outside its support
     (what anomaly detection should find); confidence [N], the model's largest output
-    probability max_o p_o(x) (the output-only baseline's score). All three None otherwise."""
+    probability max_o p_o(x) (the output-only baseline's score). All three None otherwise.
+    explanation: the ``WickExplanation`` the values came from (for ``terms`` of a few inputs)."""
 
     inputs: np.ndarray
     weight: np.ndarray
@@ -67,6 +69,7 @@ class WickValues:
     n_inputs: int
     seconds: float
     flops: int
+    explanation: WickExplanation
     reference: str | None = None
     outside: np.ndarray | None = None
     confidence: np.ndarray | None = None
@@ -166,6 +169,7 @@ def wick(
         flops=counter.total,
         **vals,
         **anomaly,
+        explanation=ex,
     )
 
 
@@ -184,8 +188,6 @@ def _chunked_values(ex, x: np.ndarray, counter: FlopCounter) -> dict[str, np.nda
 def _against_reference(tab: CircuitTables, ref: Distribution, x: np.ndarray, counter: FlopCounter) -> dict:
     """reference, outside [N] (inputs outside ``ref``'s support) and confidence [N] (the model's
     largest output probability), by a forward pass in chunks. Cost O(N·h·k·n)."""
-    import torch
-
     outside = np.zeros(len(x), dtype=bool)
     confidence = np.empty(len(x))
     for s0 in range(0, len(x), _ENUM_CHUNK):
