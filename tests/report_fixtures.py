@@ -4,7 +4,7 @@ report's tests (imported, never collected).
 Two configurations, a few seeds each: tiny models trained with few steps (``maxk.train.train``),
 one untrained (randomly initialised) seed, exact evaluation, every registered proof strategy
 (a declared refusal recorded as ``{"kind": "refused", ...}``), a few estimators, and the Wick
-summary in one configuration only (``wick: null`` elsewhere), so every part of the page and its
+summary and the budgeted estimates (``frontier``) in one configuration only (null elsewhere), so every part of the page and its
 missing-data paths have real numbers behind them. No figure in a record is typed in.
 """
 
@@ -25,7 +25,9 @@ import torch
 import maxk
 from maxk.atomic import write_text_atomic
 from maxk.checkpoint import save
+from maxk.circuits import circuit_tables
 from maxk.config import ModelConfig
+from maxk.estimators.frontier import model_frontier
 from maxk.estimators.registry import ESTIMATORS, estimate
 from maxk.exact import evaluate
 from maxk.model import MaxKTransformer
@@ -47,6 +49,7 @@ ESTIMATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("mean", {}),
     ("bins", {}),
 )
+FRONTIER_BUDGETS = (3e4, 1e5, 1e6)  # the first configuration's budgeted estimates
 RECIPE = {"steps": STEPS, "batch": 64, "lr": 1e-3, "weight_decay": 0.01}
 
 
@@ -119,6 +122,12 @@ def seed_record(cfg: ModelConfig, seed: int, folder: Path, with_wick: bool) -> d
         t0 = time.perf_counter()
         summary = json.loads(json.dumps(summarize(wick(model, "uniform"))))
         seconds["wick"] = time.perf_counter() - t0
+    frontier = None
+    if with_wick:  # budgeted estimates too, as ``maxk sweep --with frontier`` records them
+        t0 = time.perf_counter()
+        rec = model_frontier(circuit_tables(model), "uniform", FRONTIER_BUDGETS, seed=seed, var_samples=5000)
+        frontier = json.loads(json.dumps(rec))
+        seconds["frontier"] = time.perf_counter() - t0
     return {
         "kind": "maxk-sweep-seed",
         "config": cfg.to_dict(),
@@ -132,6 +141,7 @@ def seed_record(cfg: ModelConfig, seed: int, folder: Path, with_wick: bool) -> d
         "estimates": estimates,
         "wick": summary,
         "surprise": None,
+        "frontier": frontier,
         "seconds": seconds,
     }
 

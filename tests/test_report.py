@@ -26,11 +26,11 @@ from maxk.report import load_runs, render, report
 from maxk.report.model_figures import attention, check_inputs, example_inputs
 from maxk.report.paper import FAMILIES
 from maxk.report.runs import Refusal
-from maxk.report.tables import family_best, pareto_front, stat
+from maxk.report.tables import family_best, frontier_family, pareto_front, stat
 from maxk.results import ProofResult
 from maxk.sampling import evaluate_sampled
 
-from .report_fixtures import CONFIGS, SEEDS, shared_runs
+from .report_fixtures import CONFIGS, FRONTIER_BUDGETS, SEEDS, shared_runs
 from .test_cli import assert_one_line_error, maxk_cli
 
 
@@ -109,8 +109,8 @@ def test_page_is_self_contained_and_every_image_is_a_png(page_html):
     assert not re.search(r"(src|href)=[\"'](?!data:)", page_html), "the page refers to a file or address"
     assert "http://" not in page_html and "https://" not in page_html
     uris = re.findall(r'<img src="(data:[^"]+)"', page_html)
-    # accuracy, bound vs FLOPs, estimators, scaling, 5 heatmaps, attention
-    assert len(uris) == 10
+    # accuracy, bound vs FLOPs, estimators, estimators at every budget, scaling, 5 heatmaps, attention
+    assert len(uris) == 11
     for uri in uris:
         assert uri.startswith("data:image/png;base64,")
         pixels = imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")
@@ -134,7 +134,7 @@ def test_every_figure_has_a_title_and_axis_labels(report_runs, monkeypatch):
     monkeypatch.setattr(figures, "data_uri", spy)
     monkeypatch.setattr(model_figures, "data_uri", spy)
     render(load_runs(report_runs))
-    assert len(seen) == 10
+    assert len(seen) == 11
     for fig in seen:
         main_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
         assert main_axes
@@ -228,6 +228,27 @@ def test_sampled_evaluation_and_a_surprise_table(runs_copy):
     assert "sampled" in text
     assert "explanation" in text and "total_bits" in text and "12.5" in text
     assert "k=3, n=6, d=8: not computed" in text
+
+
+def test_frontier_rows_are_the_records(report_runs, page_html):
+    """The budget table's RMSE and Monte Carlo figures, recomputed here from the raw records."""
+    runs = load_runs(report_runs)
+    conf = runs.configs[0]
+    fam = frontier_family(conf)
+    assert fam is not None and frontier_family(runs.configs[1]) is None
+    assert fam["budgets"] == list(FRONTIER_BUDGETS)
+    assert {r["method"] for r in fam["rows"]} >= {"sampling", "cumulant", "systematic"}
+    for row in fam["rows"]:
+        key = f"{row['method']}@{row['budget']:g}"
+        ran = [(s, s.record["frontier"]) for s in conf.seeds if "estimate" in s.record["frontier"]["runs"][key]]
+        err = [f["runs"][key]["estimate"] - s.eval.soft_accuracy for s, f in ran]
+        assert row["rmse"] == pytest.approx(math.sqrt(sum(e * e for e in err) / len(err)), rel=1e-12)
+        per = ran[0][1]["mc_flops_per_input"]
+        mc = [f["var_pop"] / max(1, math.floor(f["runs"][key]["flops"] / per)) for _, f in ran]
+        assert row["mc_rmse"] == pytest.approx(math.sqrt(sum(mc) / len(mc)), rel=1e-12)
+        assert row["flops"] <= row["budget"]
+        assert f"RMSE {row['rmse']:.2e}" in page_html
+    assert "At every compute budget" in page_html and "Run the sweep with --with frontier" not in page_html
 
 
 @given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 20)), min_size=1, max_size=30))

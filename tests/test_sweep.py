@@ -186,7 +186,7 @@ def test_layout_and_records(reference):
             if p["kind"] != REFUSED:
                 assert p["bound"] <= ev.accuracy  # a proof never exceeds the truth
         assert rec["wick"]["exhaustive"] is True and rec["wick"]["n_inputs"] == 216
-        assert rec["surprise"] is None
+        assert rec["surprise"] is None and rec["frontier"] is None
         assert set(rec["seconds"]) == {"train", "eval", "proofs", "estimates", "wick"}
 
 
@@ -203,6 +203,54 @@ def test_budget_refusals_are_recorded(tmp_path):
     refused = {r["method"] for r in rec["proofs"] + rec["estimates"] if r["kind"] == REFUSED}
     assert refused == expected
     assert all("budget" in r["reason"] for r in rec["proofs"] + rec["estimates"] if r["kind"] == REFUSED)
+
+
+def test_with_frontier_runs_every_budgeted_estimator_within_each_budget(tmp_path):
+    """--with frontier: each budgeted estimator at each budget spends at most the budget (or
+    refuses a budget below its cheapest setting), the per-input variance matches the exact one,
+    and a method over the sweep's cost budget is recorded refused at every budget, unrun."""
+    from itertools import product
+
+    import numpy as np
+
+    from maxk.circuits import circuit_tables
+    from maxk.estimators.bench import soft_probs_fast
+    from maxk.estimators.frontier import FRONTIER_METHODS
+
+    budgets = (3e4, 1e5, 1e6)
+    maxk.sweep(tmp_path, seeds=0, extras=["frontier"], frontier_budgets=budgets, wick_samples=20_000, **TINY)
+    (rec,) = read_records(tmp_path)
+    fr = rec["frontier"]
+    assert rec["options"]["frontier_budgets"] == list(budgets) and "frontier" in rec["seconds"]
+    assert fr["methods"] == list(FRONTIER_METHODS) and fr["budgets"] == list(budgets)
+    assert set(fr["runs"]) == {f"{m}@{b:g}" for m in FRONTIER_METHODS for b in budgets}
+    ran = 0
+    for key, run in fr["runs"].items():
+        budget = float(key.split("@")[1])
+        if "refused" in run:
+            assert "too small" in run["refused"], run
+            continue
+        ran += 1
+        assert 0 < run["flops"] <= budget, (key, run)
+        assert 0.0 <= run["estimate"] <= 1.0
+    assert ran >= len(FRONTIER_METHODS) * (len(budgets) - 1)
+    model = maxk.load(tmp_path / "k3-n6-d8" / rec["model"])
+    every = np.array(list(product(range(6), repeat=3)))
+    exact_var = soft_probs_fast(circuit_tables(model), every).var()
+    assert fr["var_pop"] == pytest.approx(exact_var, rel=0.1)
+
+    cfg = ModelConfig(d_vocab=6, n_ctx=3, d_model=8, d_head=8)
+    small = 3e-3
+    maxk.sweep(tmp_path / "b", seeds=0, extras=["frontier"], frontier_budgets=budgets, budget=small, **TINY)
+    (rec,) = read_records(tmp_path / "b")
+    over = {m for m in FRONTIER_METHODS if growth(ESTIMATORS.get(m), cfg) > small}
+    assert over and over != set(FRONTIER_METHODS)
+    for key, run in rec["frontier"]["runs"].items():
+        method = key.split("@")[0]
+        if method in over:
+            assert run == {"refused": planned_refusal(ESTIMATORS.get(method), cfg, resolve("uniform", 6, 3), small)}
+        else:
+            assert "estimate" in run or "too small" in run["refused"]
 
 
 def test_rerun_skips_and_redoes_partial(reference, tmp_path):

@@ -96,9 +96,11 @@ def run_demo(out_dir: str | Path) -> None:
         console.print(line)
 
     runs = out_dir / "sweep"
-    sw = sweep(runs, seeds="0-2", k=4, vocab=16, d_model=32, steps=300)
+    budgets = (1e5, 1e6, 1e7, 1e8)  # every budgeted estimator at each: the report's budget curve
+    sw = sweep(runs, seeds="0-2", k=4, vocab=16, d_model=32, steps=300, extras=["frontier"], frontier_budgets=budgets)
     console.print(
-        f"Sweep (k=4, n=16, d_model=32, 300 steps; seeds 0-2): {len(sw.written)} seeds written, "
+        f"Sweep (k=4, n=16, d_model=32, 300 steps; seeds 0-2; budgeted estimators at 1e5-1e8 FLOPs): "
+        f"{len(sw.written)} seeds written, "
         f"{sw.skipped} already finished, {sw.seconds:.1f} s -> {runs}  (the paper's: `maxk sweep --seeds 0-150`)"
     )
     page = report(runs, out_dir / "report")

@@ -7,8 +7,9 @@ import contextlib
 import click
 
 from ..errors import MaxkError
+from ..estimators.frontier import parse_budgets
 from ..sweep import sweep
-from ..sweep.plan import DEFAULT_BUDGET, DEFAULT_MEMORY_GIB, EXTRAS, WICK_SAMPLES
+from ..sweep.plan import DEFAULT_BUDGET, DEFAULT_MEMORY_GIB, EXTRAS, FRONTIER_BUDGETS, WICK_SAMPLES
 from ._app import dist_option, echo_json, main, progress_bar
 
 
@@ -54,6 +55,12 @@ def _extras(text: str | None) -> tuple[str, ...]:
     help="--with wick: every input up to this many, else this many sampled",
 )
 @click.option(
+    "--frontier-budgets",
+    default=",".join(f"{b:g}" for b in FRONTIER_BUDGETS),
+    show_default=True,
+    help="--with frontier: FLOP budgets each budgeted estimator runs at",
+)
+@click.option(
     "--budget",
     type=float,
     default=DEFAULT_BUDGET,
@@ -88,6 +95,7 @@ def sweep_cmd(
     dist,
     eval_samples,
     wick_samples,
+    frontier_budgets,
     budget,
     memory_gb,
     redo,
@@ -125,6 +133,7 @@ def sweep_cmd(
             extras=_extras(with_),
             eval_samples=eval_samples,
             wick_samples=wick_samples,
+            frontier_budgets=parse_budgets(frontier_budgets),
             budget=budget,
             memory_gb=memory_gb or None,
             scheduler=scheduler,

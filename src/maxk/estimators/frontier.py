@@ -131,6 +131,65 @@ def _run_model(tab, dist: str, methods, budgets, seed: int, runs: dict) -> None:
             runs[f"{meth}@{b:g}"] = {"estimate": e.estimate, "flops": e.flops, "seconds": e.seconds, "options": opts}
 
 
+def model_frontier(
+    tab,
+    dist,
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    *,
+    methods: Sequence[str] = FRONTIER_METHODS,
+    seed: int = 0,
+    var_samples: int = 200_000,
+    refused: dict[str, str] | None = None,
+) -> dict:
+    """One model's frontier record (what ``maxk sweep --with frontier`` stores per seed): every
+    method at every budget (``runs``, keyed "method@budget" as in ``run_frontier``; a method named
+    in ``refused`` is recorded refused at every budget with its reason, unrun), the per-input
+    variance Var[p(x)] from ``var_samples`` inputs stratified by the max (what prices Monte Carlo)
+    and the FLOPs plain sampling pays per input. Cost: each method within each budget, plus
+    ``var_samples`` forward passes through the tables."""
+    cfg = tab.cfg
+    ts = truth_sample(dist, cfg.n, cfg.k, var_samples, seed=seed + 7)
+    var = stratified_truth(tab, ts)[2]
+    runs: dict = {}
+    refused = refused or {}
+    for meth in methods:
+        if meth in refused:
+            runs.update({f"{meth}@{b:g}": {"refused": refused[meth]} for b in budgets})
+    _run_model(tab, dist, [m for m in methods if m not in refused], budgets, seed, runs)
+    return {
+        "budgets": [float(b) for b in budgets],
+        "methods": list(methods),
+        "mc_flops_per_input": float(per_input_flops(tab) + 2),
+        "var_pop": var,
+        "var_samples": len(ts.tokens),
+        "runs": runs,
+    }
+
+
+def family_from_models(name: str, dist: str, models: Sequence[tuple[float, float, dict]]) -> dict:
+    """A family record like ``run_frontier``'s, with its ``rows``, from per-model records: each
+    (truth, the truth's standard error, ``model_frontier`` record). Budgets and methods are the
+    union over the models, in first-seen order; Monte Carlo is priced at the first model's
+    per-input FLOPs (the same for every model of one configuration)."""
+    budgets: dict[float, None] = {}
+    methods: dict[str, None] = {}
+    for _, _, rec in models:
+        budgets.update(dict.fromkeys(rec["budgets"]))
+        methods.update(dict.fromkeys(rec["methods"]))
+    fam: dict = {
+        "name": name,
+        "dist": dist,
+        "mc_flops_per_input": models[0][2]["mc_flops_per_input"] if models else 1.0,
+        "budgets": sorted(budgets),
+        "methods": list(methods),
+        "models": [
+            {"truth": t, "truth_se": se, "var_pop": rec["var_pop"], "runs": rec["runs"]} for t, se, rec in models
+        ],
+    }
+    fam["rows"] = frontier_rows(fam)
+    return fam
+
+
 def rerun(
     fam: dict,
     base: MaxKTransformer,

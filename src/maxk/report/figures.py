@@ -154,51 +154,140 @@ def error_vs_flops(runs: Runs, estimators: list[str]) -> str:
     return data_uri(fig)
 
 
-def _scaling_panel(ax: Axes, configs: list[ConfigRuns], names: list[str], summarise, pick, sty) -> None:
-    for name in names:
-        xs, ys, errs = [], [], []
-        for i, conf in enumerate(configs):
-            v = pick(summarise(conf, name))
-            if v is not None:
-                xs.append(i)
-                ys.append(v[0])
-                errs.append(v[1] or 0.0)
-        if xs:
-            ax.errorbar(xs, ys, yerr=errs, capsize=3, linewidth=1, markersize=5, label=name, **sty[name])
-    ax.set_xticks(range(len(configs)), [c.label.replace(", d=", "\nd=") for c in configs], fontsize=7)
-    ax.set_xlabel("configuration (sorted by k, then n)")
+def estimator_frontier(families: list[dict], estimators: list[str]) -> str:
+    """Per configuration swept ``--with frontier`` (``tables.frontier_family``): each budgeted
+    estimator's RMSE over seeds against its mean FLOPs spent, one point per budget joined by a
+    line, and plain Monte Carlo's RMSE at every FLOP count (dashed; from each seed's measured
+    per-input variance). Log–log. Cost O(seeds·methods·budgets)."""
+    from ..estimators.frontier import mc_mse
+
+    sty = style(estimators)
+    fig = figure(11, 3.8 * math.ceil(len(families) / 3) + 0.8)
+    axes = _panels(fig, len(families))
+    for ax, fam in zip(axes, families, strict=True):
+        rows = fam["rows"]
+        for name in fam["methods"]:
+            pts = sorted((r["flops"], r["rmse"]) for r in rows if r["method"] == name)
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                extra = sty.get(name, {"color": "gray", "marker": "."})
+                ax.plot(xs, [max(y, 1e-12) for y in ys], linewidth=1.2, markersize=5, label=name, **extra)
+        if rows:
+            lo = min(min(r["flops"] for r in rows), min(fam["budgets"]))
+            hi = max(max(r["flops"] for r in rows), max(fam["budgets"]))
+            grid = [lo * (hi / lo) ** (i / 59) for i in range(60)]
+            var = [m["var_pop"] for m in fam["models"]]
+            mc = [math.sqrt(float(mc_mse(var, [g] * len(var), fam["mc_flops_per_input"]).mean())) for g in grid]
+            ax.plot(grid, mc, "k--", linewidth=1.5, label="plain Monte Carlo at those FLOPs")
+        else:
+            ax.text(0.5, 0.5, "no budgeted estimate ran", transform=ax.transAxes, ha="center")
+        log_x(ax)
+        ax.set_yscale("log")
+        ax.set_xlabel(FLOPS_LABEL)
+        ax.set_ylabel("RMSE over seeds (probability, log scale)")
+        ax.set_title(f"{fam['name']} ({len(fam['models'])} seeds)", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("Estimators at every compute budget: RMSE against FLOPs, beside Monte Carlo")
+    _legend(fig, axes)
+    return data_uri(fig)
+
+
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _groups(configs: list[ConfigRuns], vary: str) -> list[tuple[str, list[ConfigRuns]]]:
+    """The configurations grouped by everything but ``vary`` ("k" or "n"), each group sorted
+    along it; groups with several values of ``vary`` first (those draw a line), then the rest."""
+    other = "n" if vary == "k" else "k"
+    groups: dict[tuple, list[ConfigRuns]] = {}
+    for c in configs:
+        fixed = (c.cfg.d_vocab if vary == "k" else c.cfg.n_ctx, c.cfg.d_model, c.cfg.n_heads)
+        groups.setdefault(fixed, []).append(c)
+    out = []
+    for (v, d, h), confs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        confs.sort(key=lambda c: c.cfg.n_ctx if vary == "k" else c.cfg.d_vocab)
+        out.append((f"{other}={v}, d={d}" + (f", h={h}" if h > 1 else ""), confs))
+    return out
+
+
+def _scaling_panel(ax: Axes, configs: list[ConfigRuns], names: list[str], summarise, pick, sty, vary: str) -> None:
+    """One line per (method, group of configurations that differ only in ``vary``): the picked
+    (mean, std) against k or n on a log2 axis; linestyle marks the group."""
+    groups = _groups(configs, vary)
+    for g, (_, confs) in enumerate(groups):
+        for name in names:
+            xs, ys, errs = [], [], []
+            for conf in confs:
+                v = pick(summarise(conf, name))
+                if v is not None:
+                    xs.append(conf.cfg.n_ctx if vary == "k" else conf.cfg.d_vocab)
+                    ys.append(v[0])
+                    errs.append(v[1] or 0.0)
+            if xs:
+                ls = _LINESTYLES[g % len(_LINESTYLES)]
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=errs,
+                    capsize=3,
+                    linewidth=1,
+                    markersize=5,
+                    linestyle=ls,
+                    label=name if g == 0 else None,
+                    **sty[name],
+                )
+    for g, (label, _) in enumerate(groups):
+        ax.plot([], [], color="black", linestyle=_LINESTYLES[g % len(_LINESTYLES)], label=label)
+    values = sorted({c.cfg.n_ctx if vary == "k" else c.cfg.d_vocab for c in configs})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("k (sequence length, log2 axis)" if vary == "k" else "n (vocabulary size, log2 axis)")
     ax.grid(True, alpha=0.3)
 
 
 def scaling(runs: Runs, strategies: list[str], estimators: list[str]) -> str:
-    """Across configurations (x: sorted by k then n): each proof's mean relative bound and mean
-    log2 FLOPs, each estimator's RMSE and mean log2 FLOPs (error bars: std over seeds)."""
-    fig = figure(11, 8.6)
-    ax = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
+    """Each proof's mean relative bound and mean log2 FLOPs, each estimator's RMSE and mean log2
+    FLOPs, against k (left column: configurations that share n, d, heads, one linestyle per such
+    group) and against n (right column: those that share k); error bars: std over seeds."""
+    fig = figure(12.5, 15)
+    ax = [[fig.add_subplot(4, 2, 2 * r + c + 1) for c in range(2)] for r in range(4)]
     ps, es = style(strategies), style(estimators)
 
     def mean_sd(st):
         return None if st is None else (st.mean, st.std)
 
-    _scaling_panel(ax[0], runs.configs, strategies, proof_summary, lambda m: mean_sd(m.value), ps)
-    ax[0].set_ylabel(REL_LABEL)
-    ax[0].set_title("Proofs: relative bound")
-    _scaling_panel(ax[1], runs.configs, strategies, proof_summary, lambda m: mean_sd(m.log2_flops), ps)
-    ax[1].set_ylabel("log2 FLOPs to check the proof (log2 of a count)")
-    ax[1].set_title("Proofs: cost")
-
     def rmse(m):
         return None if m.rmse is None else (max(m.rmse, 1e-12), 0.0)
 
-    _scaling_panel(ax[2], runs.configs, estimators, estimator_summary, rmse, es)
-    ax[2].set_yscale("log")
-    ax[2].set_ylabel("RMSE of estimate vs soft accuracy (probability, log)")
-    ax[2].set_title("Estimators: error")
-    _scaling_panel(ax[3], runs.configs, estimators, estimator_summary, lambda m: mean_sd(m.log2_flops), es)
-    ax[3].set_ylabel("log2 FLOPs of the estimate (log2 of a count)")
-    ax[3].set_title("Estimators: cost")
-    for a in ax:
-        if a.get_legend_handles_labels()[0]:
-            a.legend(fontsize=7)
-    fig.suptitle("Scaling across configurations: provable bounds against heuristic estimates")
+    panels = (
+        (strategies, proof_summary, lambda m: mean_sd(m.value), ps, REL_LABEL, "Proofs: relative bound"),
+        (
+            strategies,
+            proof_summary,
+            lambda m: mean_sd(m.log2_flops),
+            ps,
+            "log2 FLOPs to check (log2 of a count)",
+            "Proofs: cost",
+        ),
+        (estimators, estimator_summary, rmse, es, "RMSE vs soft accuracy (probability, log)", "Estimators: error"),
+        (
+            estimators,
+            estimator_summary,
+            lambda m: mean_sd(m.log2_flops),
+            es,
+            "log2 FLOPs of the estimate (log2 of a count)",
+            "Estimators: cost",
+        ),
+    )
+    for row, (names, summarise, pick, sty, ylabel, title) in zip(ax, panels, strict=True):
+        for a, vary in zip(row, ("k", "n"), strict=True):
+            _scaling_panel(a, runs.configs, names, summarise, pick, sty, vary)
+            a.set_ylabel(ylabel)
+            a.set_title(f"{title} against {vary}")
+            if title == "Estimators: error":
+                a.set_yscale("log")
+        if row[1].get_legend_handles_labels()[0]:
+            row[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle("Scaling with k and n: provable bounds against heuristic estimates")
     return data_uri(fig)

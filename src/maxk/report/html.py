@@ -95,6 +95,7 @@ table.sortable th { cursor: pointer; } table.sortable th[data-order=asc]::after 
 table.sortable th[data-order=desc]::after { content: " ▼"; }
 .scroll { overflow-x: auto; max-height: 40em; overflow-y: auto; }
 .missing { color: #999; font-style: italic; } .warn { color: #a40; } .paper { background: #fff8e6; }
+.win { background: #e8f6e8; }
 figure { margin: .8em 0; } img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #555; font-size: .9em; } small { color: #666; } td.wrap { white-space: normal; text-align: left; }
 .grid { display: flex; flex-wrap: wrap; gap: 0 1.5em; } .grid h3 { margin-bottom: 0; }

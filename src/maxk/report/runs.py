@@ -33,8 +33,8 @@ class SeedRun:
     """One finished seed: its parsed results and the raw record.
 
     proofs / estimates: method name -> its result record or a ``Refusal``, in record order.
-    wick / surprise: the recorded summaries (None when not computed or refused: the reason is
-    then in ``extras_refused``).
+    wick / surprise / frontier: the recorded summaries (None when not computed or refused: the
+    reason is then in ``extras_refused``); frontier is ``estimators.frontier.model_frontier``'s.
     model_path: the seed's safetensors (it may be missing; the page says so).
     """
 
@@ -47,6 +47,7 @@ class SeedRun:
     estimates: dict[str, Estimate | Refusal]
     wick: dict[str, Any] | None
     surprise: dict[str, Any] | None
+    frontier: dict[str, Any] | None
     extras_refused: dict[str, str]
     seconds: dict[str, float]
     model_path: Path
@@ -144,6 +145,19 @@ def _extra(rec: dict[str, Any], key: str, refused: dict[str, str]) -> dict[str, 
     return v
 
 
+def _frontier(rec: dict[str, Any], refused: dict[str, str]) -> dict[str, Any] | None:
+    v = _extra(rec, "frontier", refused)
+    if v is None:
+        return None
+    if not (
+        isinstance(v.get("runs"), dict) and isinstance(v.get("budgets"), list) and isinstance(v.get("methods"), list)
+    ):
+        raise ValueError("'frontier' lacks its runs, budgets or methods")
+    if not all(isinstance(v.get(k), (int, float)) for k in ("var_pop", "mc_flops_per_input")):
+        raise ValueError("'frontier' lacks var_pop or mc_flops_per_input")
+    return v
+
+
 def parse_seed(rec: dict[str, Any], folder: Path) -> SeedRun:
     """A ``SeedRun`` from one ``seed-NNNN.json`` object in ``folder``. ValueError/TypeError/
     MaxkError when it does not follow the layout."""
@@ -165,6 +179,7 @@ def parse_seed(rec: dict[str, Any], folder: Path) -> SeedRun:
         estimates=_parse_methods(rec.get("estimates", []), Estimate, "'estimates'"),
         wick=_extra(rec, "wick", refused),
         surprise=_extra(rec, "surprise", refused),
+        frontier=_frontier(rec, refused),
         extras_refused=refused,
         seconds={str(k): float(v) for k, v in seconds.items() if isinstance(v, (int, float))},
         model_path=folder / str(rec.get("model", f"seed-{int(rec['seed']):04d}.safetensors")),

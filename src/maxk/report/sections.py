@@ -17,7 +17,16 @@ from .html import MISSING, Cell, img, missing, para, section, table
 from .model_figures import attention_figure, check_inputs, circuit_heatmaps, example_inputs
 from .paper import FAMILIES, PAPER_ACCURACY, PAPER_SEEDS, PAPER_WORST_ACCURACY
 from .runs import ConfigRuns, Refusal, Runs, SeedRun, model_digests
-from .tables import MethodSummary, Stat, estimator_summary, family_summary, proof_summary, stat, wick_summary
+from .tables import (
+    MethodSummary,
+    Stat,
+    estimator_summary,
+    family_summary,
+    frontier_family,
+    proof_summary,
+    stat,
+    wick_summary,
+)
 
 
 def _flops(st: Stat | None) -> str:
@@ -171,7 +180,50 @@ def estimators_section(runs: Runs, estimators: list[str]) -> str:
         ),
         img(figures.error_vs_flops(runs, estimators), "estimator error against FLOPs per configuration"),
         table(["estimator"] + [c.label for c in runs.configs], rows),
+        frontier_part(runs, estimators),
     )
+
+
+def frontier_part(runs: Runs, estimators: list[str]) -> str:
+    """Every budgeted estimator at each budget (``--with frontier``): the RMSE-against-FLOPs
+    figure beside Monte Carlo and, per configuration, a table of RMSE, FLOPs spent and the MSE
+    ratio to Monte Carlo at those FLOPs."""
+    fams = [f for c in runs.configs if (f := frontier_family(c)) is not None]
+    if not fams:
+        refused = sorted({r for s in runs.seeds if (r := s.extras_refused.get("frontier"))})
+        why = f" Refused: {'; '.join(refused)}." if refused else " Run the sweep with --with frontier."
+        return "<h3>At every compute budget</h3>" + para(
+            f"Not computed: no seed has budgeted estimates.{why}", "missing"
+        )
+    parts = [
+        "<h3>At every compute budget</h3>",
+        para(
+            "Each estimator run at each FLOP budget (its settings chosen to stay within it; x is the mean FLOPs "
+            "it spent), its RMSE over the seeds against their evaluated soft accuracy. Monte Carlo: plain "
+            "sampling with the same FLOPs, MSE = Var[p(x)] / ⌊FLOPs / per-input FLOPs⌋, Var measured on each "
+            "seed. MSE ratio = Monte Carlo's MSE / the estimator's (above 1: the estimator wins). A cell is "
+            "empty where every seed refused the budget (below the method's cheapest setting).",
+            "note",
+        ),
+        img(figures.estimator_frontier(fams, estimators), "estimator RMSE against FLOPs at every budget"),
+    ]
+    for fam in fams:
+        budgets = fam["budgets"]
+        rows = []
+        for name in fam["methods"]:
+            by_budget = {r["budget"]: r for r in fam["rows"] if r["method"] == name}
+            row: list[Cell | str] = [name]
+            for b in budgets:
+                r = by_budget.get(b)
+                if r is None:
+                    row.append(missing("refused", "below the method's cheapest setting, or over the sweep's budget"))
+                    continue
+                txt = f"RMSE {r['rmse']:.2e} · {r['flops']:.2g} FLOPs · ratio {r['mse_ratio']:.3g}"
+                row.append(Cell(txt, r["mse_ratio"], css="win" if r["mse_ratio"] > 1 else ""))
+            rows.append(row)
+        parts.append(para(f"{fam['name']}: {len(fam['models'])} seeds", "note"))
+        parts.append(f"<div class='scroll'>{table(['estimator'] + [f'{b:.0e} FLOPs' for b in budgets], rows)}</div>")
+    return "".join(parts)
 
 
 def _best(summaries: list[MethodSummary], key) -> MethodSummary | None:

@@ -153,3 +153,20 @@ def wick_summary(conf: ConfigRuns) -> dict[str, Stat] | None:
         if st is not None:
             out[k] = st
     return out
+
+
+def frontier_family(conf: ConfigRuns) -> dict | None:
+    """The estimator frontier over ``conf``'s seeds that ran ``--with frontier``: a family record
+    (``estimators.frontier.family_from_models``) whose truth per seed is its evaluated soft
+    accuracy (with its standard error where sampled), so each row has RMSE over seeds, mean
+    FLOPs and Monte Carlo's RMSE at those FLOPs. None when no seed has one."""
+    from ..estimators.frontier import family_from_models
+
+    models = [
+        (s.eval.soft_accuracy, (s.eval.spread or {}).get("soft_accuracy", 0.0), s.frontier)
+        for s in conf.seeds
+        if s.frontier is not None
+    ]
+    if not models:
+        return None
+    return family_from_models(conf.label, conf.seeds[0].dist, models)

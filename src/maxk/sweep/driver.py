@@ -14,6 +14,7 @@ from ..errors import MaxkError
 from .plan import (
     DEFAULT_BUDGET,
     DEFAULT_MEMORY_GIB,
+    FRONTIER_BUDGETS,
     WICK_SAMPLES,
     Recipe,
     SweepOptions,
@@ -57,6 +58,7 @@ def sweep(
     extras: Iterable[str] = (),
     eval_samples: int = 1_000_000,
     wick_samples: int = WICK_SAMPLES,
+    frontier_budgets: Iterable[float] = FRONTIER_BUDGETS,
     budget: float = DEFAULT_BUDGET,
     memory_gb: float | None = DEFAULT_MEMORY_GIB,
     scheduler: str | None = None,
@@ -70,8 +72,9 @@ def sweep(
     ``weight_decay``), evaluate exactly (stratified with ``eval_samples`` when n^k is out of
     reach), run every proof strategy and estimator (refusals recorded, decided from declared
     refusals and costs against ``budget``, or met while running: more than ``memory_gb`` GiB
-    of address space for one method, None for no cap), and with ``extras`` ("wick", "surprise") the Wick
-    summary and the surprise table; write the model and the record atomically
+    of address space for one method, None for no cap), and with ``extras`` ("wick", "surprise",
+    "frontier") the Wick summary, the surprise table and every budgeted estimator at each of
+    ``frontier_budgets`` FLOPs; write the model and the record atomically
     (``maxk.sweep.store`` has the layout). Configurations: ``configs``, else ``k`` × ``vocab``
     (ints or comma lists) with ``d_model``, ``d_head`` (default d_model), ``heads``, or with
     ``paper`` the paper's six. Runs here by default, on a new ``LocalCluster`` of ``workers``
@@ -87,6 +90,7 @@ def sweep(
         extras=tuple(extras),
         eval_samples=eval_samples,
         wick_samples=wick_samples,
+        frontier_budgets=tuple(frontier_budgets),
         budget=budget,
         memory_gib=memory_gb,
     )

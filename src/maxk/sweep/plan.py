@@ -7,6 +7,7 @@ cost budget), so that a re-run can tell whether a finished record answers the sa
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 from ..config import ModelConfig
 from ..errors import MaxkError
 
-EXTRAS = ("wick", "surprise")  # what ``--with`` may add to each seed's record
+EXTRAS = ("wick", "surprise", "frontier")  # what ``--with`` may add to each seed's record
+
+# --with frontier: every budgeted estimator at each of these FLOP budgets (``estimators.frontier``)
+FRONTIER_BUDGETS = (1e5, 1e6, 1e7, 1e8, 1e9)
 
 # The paper's six configurations (DESIGN §5): (k, n), all with d_model = d_head = 32, one head.
 PAPER_CONFIGS = ((4, 64), (5, 64), (10, 64), (10, 128), (20, 64), (20, 512))
@@ -51,7 +55,8 @@ class SweepOptions:
     many; budget: how
     many times its declared cost at the paper's k = 4, n = 64 a method's declared cost may be
     (``budget.planned_refusal``); memory_gib: the address space one method may add to its
-    process before its allocations fail and it is recorded as refused (``memory``; None: no cap)."""
+    process before its allocations fail and it is recorded as refused (``memory``; None: no cap);
+    frontier_budgets: the FLOP budgets of ``--with frontier`` (recorded only with it)."""
 
     recipe: Recipe = field(default_factory=Recipe)
     dist: str = "uniform"
@@ -60,6 +65,7 @@ class SweepOptions:
     wick_samples: int = WICK_SAMPLES
     budget: float = DEFAULT_BUDGET
     memory_gib: float | None = DEFAULT_MEMORY_GIB
+    frontier_budgets: tuple[float, ...] = FRONTIER_BUDGETS
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.extras) - set(EXTRAS))
@@ -72,6 +78,10 @@ class SweepOptions:
             raise MaxkError(f"the cost budget must be positive, got {self.budget!r}")
         if self.memory_gib is not None and not self.memory_gib > 0:
             raise MaxkError(f"the memory cap must be positive (GiB), got {self.memory_gib!r}")
+        budgets = tuple(sorted({float(b) for b in self.frontier_budgets}))
+        if not budgets or not all(math.isfinite(b) and b > 0 for b in budgets):
+            raise MaxkError(f"frontier budgets must be positive finite FLOP counts, got {self.frontier_budgets!r}")
+        object.__setattr__(self, "frontier_budgets", budgets)
 
     def to_dict(self) -> dict:
         """Plain JSON data (the manifest's and each record's ``options``)."""
@@ -83,7 +93,7 @@ class SweepOptions:
             "wick_samples": self.wick_samples,
             "budget": self.budget,
             "memory_gib": self.memory_gib,
-        }
+        } | ({"frontier_budgets": list(self.frontier_budgets)} if "frontier" in self.extras else {})
 
 
 @dataclass(frozen=True)

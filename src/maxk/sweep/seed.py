@@ -167,6 +167,32 @@ def _wick(tables, dist, job: Job) -> dict[str, Any]:
     )
 
 
+def _frontier(tables, dist, job: Job) -> dict[str, Any]:
+    """Every budgeted estimator at each of the sweep's frontier budgets, with the per-input
+    variance that prices Monte Carlo (``estimators.frontier.model_frontier``); a method whose
+    declared cost is over the sweep's budget is recorded refused at every budget, unrun."""
+    from ..estimators.frontier import FRONTIER_METHODS, model_frontier
+
+    refused = {
+        name: reason
+        for name in FRONTIER_METHODS
+        if (reason := planned_refusal(ESTIMATORS.get(name), job.cfg, dist, job.options.budget)) is not None
+    }
+
+    def run() -> dict[str, Any]:
+        rec = model_frontier(
+            tables,
+            dist,
+            job.options.frontier_budgets,
+            seed=job.seed,
+            var_samples=job.options.wick_samples,
+            refused=refused,
+        )
+        return _finite(plain(rec))
+
+    return guarded("frontier", run, job.options.memory_gib)
+
+
 def _surprise(model: MaxKTransformer, dist, memory_gib: float | None) -> dict[str, Any]:
     def run() -> dict[str, Any]:
         table = importlib.import_module("maxk.surprise").surprise(model, dist)
@@ -209,6 +235,11 @@ def _compute(job: Job) -> SeedOutput:
         t0 = time.perf_counter()
         wick_summary = _wick(tables, dist, job)
         seconds["wick"] = time.perf_counter() - t0
+    frontier = None
+    if "frontier" in opts.extras:
+        t0 = time.perf_counter()
+        frontier = _frontier(tables, dist, job)
+        seconds["frontier"] = time.perf_counter() - t0
     surprise = None
     if "surprise" in opts.extras:
         t0 = time.perf_counter()
@@ -230,6 +261,7 @@ def _compute(job: Job) -> SeedOutput:
         "estimates": estimates,
         "wick": wick_summary,
         "surprise": surprise,
+        "frontier": frontier,
         "seconds": seconds,
     }
     return SeedOutput(record, model_file_bytes(model))
