@@ -10,6 +10,7 @@ import base64
 import io
 import math
 
+import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -176,8 +177,8 @@ def estimator_frontier(families: list[dict], estimators: list[str]) -> str:
             lo = min(min(r["flops"] for r in rows), min(fam["budgets"]))
             hi = max(max(r["flops"] for r in rows), max(fam["budgets"]))
             grid = [lo * (hi / lo) ** (i / 59) for i in range(60)]
-            var = [m["var_pop"] for m in fam["models"]]
-            mc = [math.sqrt(float(mc_mse(var, [g] * len(var), fam["mc_flops_per_input"]).mean())) for g in grid]
+            var = np.array([m["var_pop"] for m in fam["models"]], dtype=np.float64)
+            mc = [math.sqrt(float(mc_mse(var, np.full(len(var), g), fam["mc_flops_per_input"]).mean())) for g in grid]
             ax.plot(grid, mc, "k--", linewidth=1.5, label="plain Monte Carlo at those FLOPs")
         else:
             ax.text(0.5, 0.5, "no budgeted estimate ran", transform=ax.transAxes, ha="center")
