@@ -57,6 +57,7 @@ _SHIFT = 32.0  # the true max's logit is lowered by this before the softmax over
 _BAND_LO, _BAND_HI = math.exp(-1 / 64), math.exp(1 / 64)  # margins of the band of z where
 # correctness is decided by a direct check (z has a relative error ~1e-5 in float32)
 _BAND_SHARE = 0.02  # above this share of inputs in the band, find the largest logit instead
+_NEAR = 1e-3  # with the largest logit found: closer calls than this (relative) are redone in float64
 
 
 def _as_tables(model_or_tables) -> CircuitTables:
@@ -206,7 +207,8 @@ def _query_stats(plan: _Plan, q: int) -> tuple[torch.Tensor, torch.Tensor, torch
             # can be hundreds apart), the sigmoid in the evaluation dtype
             lam = torch.sub(la[:, :, None], lb[:, None, :]).to(plan.dtype).sigmoid_()
             label = torch.maximum(A.max[i0:i1, None], B.max[None, j0:j1])  # [ia, jb]
-            good, l_, p, n_band = _block_stats(plan, ma, mb, lam, label, buf, tmp, with_max)
+            recheck = _Recheck(plan, q, A.tok[i0:i1], B.tok[j0:j1], label)
+            good, l_, p, n_band = _block_stats(plan, ma, mb, lam, label, buf, tmp, with_max, recheck)
             # direct checks cost more than one more pass once more than a few inputs need them
             with_max = with_max or n_band > _BAND_SHARE * label.numel()
             if A.masks is not None:  # only some rows of the two groups form an input
@@ -219,7 +221,7 @@ def _query_stats(plan: _Plan, q: int) -> tuple[torch.Tensor, torch.Tensor, torch
     return correct, soft, loss
 
 
-def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool):
+def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool, recheck: _Recheck):
     """Per input of a block (A rows ma [h, ia, n], B rows mb [h, jb, n], A's share of attention
     lam [h, ia, jb], labels [ia, jb]): correct (bool), probability of the true max, and loss,
     each [ia, jb], and the number of inputs that needed a direct check. The logits go through
@@ -228,6 +230,9 @@ def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool):
     1. logits = sum_h lerp(mb[h, j], ma[h, i], lam[h, i, j]); take lab = logits[label];
     2. lower logits[label] to v = lab - _SHIFT, (with_max: top = max of the row), log-softmax in
        place, take lo = log-probability of v.
+
+    Inputs whose correctness the evaluation dtype cannot settle (z in the band, or with_max a
+    top logit within _NEAR of the label's) are decided by ``recheck`` in float64 from scratch.
     """
     n, H, dev, dtype = plan.n, plan.H, label.device, plan.dtype
     ia, jb = label.shape
@@ -295,6 +300,9 @@ def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool):
     z = torch.exp(torch.clamp(t, max=80.0)).mul_(torch.exp(lo).neg_().add_(1.0))
     if with_max:  # max(others, v) < lab exactly when every other logit is below lab
         good, n_band = top < lab, 0
+        near = ((lab - top).abs() <= _NEAR * (lab.abs() + 1.0)).nonzero().squeeze(1)
+        if near.numel():
+            good[near] = recheck.rows(near)[1]
     else:  # the sign of lab - max_other follows from z, as e^max_other <= S <= (n-1) e^max_other,
         # except in a band around [1, n-1]: those inputs are checked directly
         good = z < _BAND_LO
@@ -302,31 +310,40 @@ def _block_stats(plan: _Plan, ma, mb, lam, label, buf, tmp, with_max: bool):
         rows = band.nonzero().squeeze(1)
         n_band = rows.numel()
         if n_band:
-            z[rows], good[rows] = _exact_rows(plan, ma, mb, lam, label, rows)
+            z_rows, good[rows] = recheck.rows(rows)
+            z[rows] = z_rows.to(z.dtype)
     loss = torch.log1p(z).add_(t.sub_(80.0).clamp_(min=0.0))  # log(1 + z)
     prob = torch.add(z.double(), 1.0).reciprocal_()  # of the true max; float64 keeps 1 - p
     return good, loss, prob, n_band
 
 
-def _exact_rows(plan: _Plan, ma, mb, lam, label, rows):
-    """z = sum_{o != label} exp(logit_o - logit_label) and correct, computed directly for the
-    inputs ``rows`` (flat indices into the block) from the largest other logit and a log-softmax
-    over the others. z must be moderate (the band of _block_stats)."""
-    n, H = plan.n, plan.H
-    jb = label.shape[1]
-    zs, goods = [], []
-    for r in rows.split(max(1, plan.tile // n)):
-        i, j = r // jb, r % jb
-        L = torch.lerp(mb[0, j], ma[0, i], lam[0, i, j, None])  # [r, n]
-        for h in range(1, H):
-            L += torch.lerp(mb[h, j], ma[h, i], lam[h, i, j, None])
-        lbl = label.view(-1)[r, None]
-        lab = L.gather(1, lbl).squeeze(1)
-        L.scatter_(1, lbl, -math.inf)
-        other = L.amax(1)
-        zs.append(torch.exp(other - torch.log_softmax(L, 1).amax(1) - lab))
-        goods.append(lab > other)
-    return torch.cat(zs), torch.cat(goods)
+class _Recheck:
+    """Inputs of one block (query q, A rows ``tok_a`` [ia, a], B rows ``tok_b`` [jb, b], labels
+    [ia, jb]) recomputed from the tables in float64, for those whose correctness the evaluation
+    dtype cannot settle: in float32 the logits carry errors ~1e-6 of their size, so a near-tie
+    can come out either way (one input in 1.7e7 did, on a recipe-trained seed)."""
+
+    def __init__(self, plan: _Plan, q: int, tok_a: np.ndarray, tok_b: np.ndarray, label: torch.Tensor):
+        self.plan, self.q, self.tok_a, self.tok_b, self.label = plan, q, tok_a, tok_b, label
+
+    def rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z = sum_{o != label} exp(logit_o - logit_label) in float64, correct) for the inputs
+        ``rows`` (flat indices into the block). Cost O(h·k·n) per input."""
+        plan, jb = self.plan, self.label.shape[1]
+        zs, goods = [], []
+        for r in rows.split(max(1, plan.tile // plan.n)):
+            idx = r.cpu().numpy()
+            tok = np.concatenate([self.tok_a[idx // jb], self.tok_b[idx % jb]], axis=1)
+            tok_t = torch.as_tensor(tok, dtype=torch.int64, device=plan.dev)
+            mean, _ = plan.T.group(self.q, tok_t, range(plan.k - 1), True)  # every position
+            L = mean.sum(0)  # [r, n] float64 logits (the direct path is in head 0)
+            lbl = self.label.view(-1)[r, None]
+            lab = L.gather(1, lbl).squeeze(1)
+            L.scatter_(1, lbl, -math.inf)
+            other = L.amax(1)
+            zs.append(torch.exp(other - torch.log_softmax(L, 1).amax(1) - lab))
+            goods.append(lab > other)
+        return torch.cat(zs), torch.cat(goods)
 
 
 def evaluate(
