@@ -4,8 +4,9 @@ report's tests (imported, never collected).
 Two configurations, a few seeds each: tiny models trained with few steps (``maxk.train.train``),
 one untrained (randomly initialised) seed, exact evaluation, every registered proof strategy
 (a declared refusal recorded as ``{"kind": "refused", ...}``), a few estimators, and the Wick
-summary and the budgeted estimates (``frontier``) in one configuration only (null elsewhere), so every part of the page and its
-missing-data paths have real numbers behind them. No figure in a record is typed in.
+summary and the budgeted estimates (``frontier``) in one configuration only (null elsewhere), so
+every part of the page and its missing-data paths have real numbers behind them. No figure in a
+record is typed in.
 """
 
 from __future__ import annotations
