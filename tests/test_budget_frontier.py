@@ -111,15 +111,14 @@ def test_cli_frontier_on_any_checkpoint(tiny, tmp_path):
     checkpoint.save(model, ck)
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     args = ["estimate-bench", "--budgets", "1e4,1e6", "--base", str(ck), "--models", "2", "--truth-samples", "2000"]
-    args += ["--methods", "sampling,systematic,cumulant", "--json", "--out", str(out), "--plot", str(png)]
+    args += ["--methods", "sampling,systematic,cumulant,wick-residual", "--json", "--out", str(out), "--plot", str(png)]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)["rows"]
     assert {r["family"] for r in rows} == {"k3"} and {r["budget"] for r in rows} == {1e4, 1e6}
-    assert {r["method"] for r in rows} == {"sampling", "systematic", "cumulant"}
+    assert {r["method"] for r in rows} == {"sampling", "systematic", "cumulant", "wick-residual"}
+    assert {r["budget"] for r in rows if r["method"] == "wick-residual"} == {1e6}  # 1e4 pays for no explanation
     assert json.loads(out.read_text())["rows"] == rows and png.exists()
-    bad = CliRunner().invoke(main, ["estimate-bench", "--budgets", "1e6", "--methods", "wick-residual", "--quick"])
-    assert bad.exit_code == 2 and "no compute knob" in bad.output
     bad = CliRunner().invoke(main, ["estimate-bench", "--plot", str(png), "--quick"])
     assert bad.exit_code == 2 and "--plot needs --budgets" in bad.output
 
@@ -129,7 +128,11 @@ def test_cli_estimate_budget(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["flops"] <= 1e6 and out["budget"] == 1e6 and out["settings"]["strata"] == "max-query"
-    r = CliRunner().invoke(main, ["estimate", "default", "--method", "bins", "--budget", "1e5"])
+    r = CliRunner().invoke(main, ["estimate", "default", "--method", "bins", "--budget", "1e5", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["flops"] <= 1e5 and out["settings"] == {"strata": "max", "outputs": 4, "n_bins": 2}
+    r = CliRunner().invoke(main, ["estimate", "default", "--method", "bins", "--budget", "5e4"])
     assert r.exit_code == 2 and "too small for 'bins'" in r.output
     r = CliRunner().invoke(main, ["estimate", "default", "--method", "sampling", "--budget", "1e6", "--samples", "9"])
     assert r.exit_code == 2 and "drop --samples" in r.output

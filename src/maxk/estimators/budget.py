@@ -21,12 +21,18 @@ take the last one that fits:
   calibration runs are cached per (method, distribution, shape, settings) and are planning, not
   part of any estimate's FLOPs.
 
+``wick-residual`` climbs a ladder of explanation settings (mean propagation without heavy tokens,
+then covariance propagation with 1, 4 and the default 12 heavy tokens): the richest whose probed
+cost leaves 40% of the budget to sample with; the run then measures what its explanation counted
+and spends the rest on inputs (its option ``flops``), so it never counts more than the budget.
+
 A budget below a method's cheapest setting is a ``MaxkError`` naming that setting's cost.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +42,8 @@ from ..circuits import CircuitTables
 from ..distributions import Distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
+from ..wick_propagation import explain
+from ..wick_propagation.formula import flops_per_input as wick_flops_per_input
 from . import coarse
 from .bins import bins, mean
 from .cumulant import cumulant
@@ -51,6 +59,9 @@ class Plan:
     budget: float
     options: dict[str, Any]
     flops: int
+
+
+Rung = dict[str, Any]
 
 
 # ---------------------------------------------------------------- sampling methods
@@ -83,13 +94,13 @@ def _plan_stratified(tables: CircuitTables, dist: Distribution, budget: float) -
     return Plan("stratified", budget, {"samples": samples}, samples * per + 6 * S)
 
 
-def systematic_flops_bound(tables: CircuitTables, dist: Distribution, samples: int, levels: int) -> int:
-    """An upper bound on the FLOPs ``systematic`` counts with these settings: the inputs through
-    the tables, the placement comparisons, the laws it builds (16 FLOPs an entry, one row per
-    distinct (remaining count, bound) pair in a chunk: 1 pair at the first level, at most n
-    below it without repeats, (k − 1)·n with) and the reductions. Cost O(samples / 8192)."""
+def placement_flops_bound(tables: CircuitTables, dist: Distribution, samples: int, levels: int) -> int:
+    """An upper bound on the FLOPs the systematic design counts to place ``samples`` inputs
+    (``systematic_chunks``): the comparisons of each level and the laws it builds (16 FLOPs an
+    entry, one row per distinct (remaining count, bound) pair in a chunk: 1 pair at the first
+    level, at most n below it without repeats, (k − 1)·n with). Cost O(samples / 8192)."""
     n, k = tables.n, tables.k
-    total = samples * (per_input_flops(tables) + 2) + 3 * (samples // 2)
+    total = 0
     reps = dist.allows_repeats
     for s0 in range(0, samples, SYSTEMATIC_CHUNK):
         c = min(SYSTEMATIC_CHUNK, samples - s0)
@@ -102,16 +113,30 @@ def systematic_flops_bound(tables: CircuitTables, dist: Distribution, samples: i
     return total
 
 
-def _most_samples(tables: CircuitTables, dist: Distribution, budget: float, levels: int) -> int:
-    """The most inputs whose ``systematic_flops_bound`` at ``levels`` fits ``budget`` (0 if none)."""
-    lo, hi = 0, int(budget // (per_input_flops(tables) + 2)) + 1
+def systematic_flops_bound(tables: CircuitTables, dist: Distribution, samples: int, levels: int) -> int:
+    """An upper bound on the FLOPs ``systematic`` counts with these settings: the inputs through
+    the tables, their placement (``placement_flops_bound``) and the reductions."""
+    pif = per_input_flops(tables)
+    return samples * (pif + 2) + 3 * (samples // 2) + placement_flops_bound(tables, dist, samples, levels)
+
+
+def most_samples(bound: Callable[[int], int], budget: float, start: int) -> int:
+    """The most inputs s <= ``start`` with ``bound(s)`` <= ``budget`` (0 if none), by bisection;
+    ``bound`` must be non-decreasing. Cost O(log start) calls."""
+    lo, hi = 0, start
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if systematic_flops_bound(tables, dist, mid, levels) <= budget:
+        if bound(mid) <= budget:
             lo = mid
         else:
             hi = mid - 1
     return lo
+
+
+def _most_samples(tables: CircuitTables, dist: Distribution, budget: float, levels: int) -> int:
+    """The most inputs whose ``systematic_flops_bound`` at ``levels`` fits ``budget`` (0 if none)."""
+    start = int(budget // (per_input_flops(tables) + 2)) + 1
+    return most_samples(lambda s: systematic_flops_bound(tables, dist, s, levels), budget, start)
 
 
 def _plan_systematic(tables: CircuitTables, dist: Distribution, budget: float) -> Plan:
@@ -128,19 +153,111 @@ def _plan_systematic(tables: CircuitTables, dist: Distribution, budget: float) -
     raise AssertionError("unreachable: one level always qualifies")
 
 
+# ---------------------------------------------------------------- the control variate
+
+N_CONTROLS = 3  # the controls "auto" compares on its pilot (``wick_residual.CONTROLS`` less "auto")
+
+
+def residual_flops_bound(
+    tables: CircuitTables, dist: Distribution, samples: int, design: str, levels: int, control: str
+) -> int:
+    """An upper bound on the FLOPs ``wick_residual`` counts after its explanation is built:
+    ``samples`` inputs (a tenth of them the pilot of control "auto") placed by ``design`` and
+    through the Wick values, the pilot's comparison, the reductions and the spread. Exact but
+    for the systematic placement (bounded). Cost O(samples / 8192)."""
+    fpi = wick_flops_per_input(tables.n_heads, tables.n, tables.k)
+    syst = design == "systematic"
+
+    def draw(s: int) -> int:  # inputs placed and through the Wick values, their spread
+        return s * fpi + (placement_flops_bound(tables, dist, s, levels) + 3 * (s // 2) if syst else 0)
+
+    pilot = samples // 10 if control == "auto" else 0
+    total = draw(samples - pilot) + 3 * (samples - pilot)
+    if pilot:
+        total += draw(pilot) + (N_CONTROLS - 1) * (3 * (pilot // 2) if syst else 0) + 3 * N_CONTROLS * pilot
+    return total
+
+
+# the explanation settings of ``wick-residual``, cheapest first: mean propagation without heavy
+# tokens, then covariance propagation with the cumulant's heavy-token caps. Covariance propagation
+# without heavy tokens was tried and dropped: on noised k = 10 models its second-order Wick terms
+# explode (pilot spread 0.46-0.94 against 0.003 for the constant) and its first-order values are
+# mean propagation's, at 4x the cost
+RESIDUAL_RUNGS: tuple[Rung, ...] = (
+    {"order": 1, "max_heavy": 0},
+    {"max_heavy": 1},
+    {"max_heavy": 4},
+    {},
+)
+RESIDUAL_SAMPLING_SHARE = 0.4  # the least share of the budget left for sampled inputs (see docs)
+
+
+RESIDUAL_MARGIN = 2.5  # planned explanation cost / its probe (measured up to 1.94x, n = 64, k = 10)
+
+
+def explanation_flops(tables: CircuitTables, dist: Distribution, rung: Rung) -> int:
+    """FLOPs ``explain`` counts with ``rung``'s settings on the all-zero tables of this shape
+    (with heavy tokens, plus the run without them, as for full ``cumulant``). Not a bound: the
+    direct summation of badly conditioned populations depends on the weights (measured 1.2–1.94×
+    this on random and noised models), which is why ``wick_residual`` measures its explanation
+    and sizes its sample from what is left. Cached."""
+    key = ("explain", dist.name, tables.cfg, tuple(sorted(rung.items())))
+    if key not in _PROBES:
+        counter = FlopCounter()
+        explain(zero_tables(tables), dist, counter=counter, **rung)
+        _PROBES[key] = counter.total
+    if rung.get("max_heavy", 12) > 0:
+        return _PROBES[key] + explanation_flops(tables, dist, {**rung, "max_heavy": 0})
+    return _PROBES[key]
+
+
+def _plan_residual(tables: CircuitTables, dist: Distribution, budget: float) -> Plan:
+    """The richest explanation whose probed cost leaves at least ``RESIDUAL_SAMPLING_SHARE`` of
+    the budget to sample with (the cheapest one if it fits at all: ``RESIDUAL_MARGIN`` times its
+    probe plus 20 inputs), the systematic design at the most levels (of 3, 2, 1) that keep nine
+    tenths of one level's inputs; the run spends the rest of the budget on inputs (option
+    ``flops``), so its counted FLOPs never exceed the budget."""
+    best: Plan | None = None
+    cheapest = math.inf
+    for rung in RESIDUAL_RUNGS:
+        f_expl = explanation_flops(tables, dist, rung)
+        need = RESIDUAL_MARGIN * f_expl + residual_flops_bound(tables, dist, 20, "systematic", 1, "auto")
+        cheapest = min(cheapest, need)
+        if need > budget or f_expl > (1 - RESIDUAL_SAMPLING_SHARE) * budget and best is not None:
+            continue
+        left = budget - f_expl
+        start = int(left // wick_flops_per_input(tables.n_heads, tables.n, tables.k)) + 1
+
+        def fits(levels: int, left: float = left, start: int = start) -> int:
+            return most_samples(
+                lambda s: residual_flops_bound(tables, dist, s, "systematic", levels, "auto"), left, start
+            )
+
+        one = fits(1)
+        levels = next(lev for lev in (3, 2, 1) if lev == 1 or fits(lev) >= 0.9 * one)
+        opts = {**rung, "design": "systematic", "levels": levels, "control": "auto", "flops": budget}
+        best = Plan("wick-residual", budget, opts, int(budget))
+    if best is None:
+        raise _too_small("wick-residual", budget, cheapest, "its cheapest explanation and 20 inputs")
+    return best
+
+
 # ---------------------------------------------------------------- propagation ladders
 
-Rung = dict[str, Any]
-
-# (strata, heavy, outputs, n_bins of ``bins``) per coarse rung, cheapest first
+# (strata, heavy, outputs, n_bins of ``bins``) per coarse rung, cheapest first. Measured on 10
+# noised models per family (docs/estimators.md): "max" with 4 competitor outputs is cheaper and
+# more accurate than "max" reading every output (so that rung was dropped, with every read-out, on
+# both families); "positions" with 1 heavy token was dropped (worse
+# than "max-query" with 4 on both families: k10 RMSE 0.015-0.038 against 0.0125, k4 0.069-0.11
+# against 0.016); under laws with repeated tokens every "positions" rung was worse than that
+# "max-query" rung (k4: 0.030-0.088), so ``ladder`` leaves them out there
 _GRID = (
-    ("max", 0, None, 2),
+    ("max", 0, 4, 2),
     ("max-query", 1, 2, 2),
     ("max-query", 1, 4, 2),
     ("max-query", 2, 8, 3),
     ("max-query", 4, 12, 4),
     ("max-query", 4, 16, 4),
-    ("positions", 1, 4, 2),
     ("positions", 2, 8, 3),
     ("positions", 4, 16, 4),
 )
@@ -149,7 +266,9 @@ _GRID = (
 def _rung(method: str, strata: str, heavy: int, outputs: int | None, n_bins: int) -> Rung:
     r: Rung = {"strata": strata}
     if heavy:
-        r.update(heavy=heavy, outputs=outputs)
+        r["heavy"] = heavy
+    if outputs is not None:
+        r["outputs"] = outputs
     if method == "bins":
         r["n_bins"] = n_bins
     return r
@@ -168,9 +287,13 @@ _FULL_RUN = {"mean": mean, "bins": bins, "cumulant": cumulant}  # the registered
 _PROBES: dict[tuple, int] = {}
 
 
-def ladder(method: str) -> list[Rung]:
-    """The settings ``plan`` chooses among for a propagation method, cheapest first."""
-    return [dict(r) for r in _COARSE[method]] + [dict(r) for r in _FULL[method]]
+def ladder(method: str, dist: Distribution | None = None) -> list[Rung]:
+    """The settings ``plan`` chooses among for a propagation method, cheapest first (under
+    ``dist``: without the "positions" rungs where tokens can repeat; see ``_GRID``)."""
+    coarse_rungs = _COARSE[method]
+    if dist is not None and dist.allows_repeats:
+        coarse_rungs = tuple(r for r in coarse_rungs if r["strata"] != "positions")
+    return [dict(r) for r in coarse_rungs] + [dict(r) for r in _FULL[method]]
 
 
 def zero_tables(tables: CircuitTables) -> CircuitTables:
@@ -217,7 +340,7 @@ def _probe(method: str, tables: CircuitTables, dist: Distribution, rung: Rung) -
 
 
 def _plan_ladder(method: str, tables: CircuitTables, dist: Distribution, budget: float) -> Plan:
-    rungs = ladder(method)
+    rungs = ladder(method, dist)
     if tables.n_heads != 1:  # the coarse settings are single-head
         rungs = [r for r in rungs if r.get("strata", "full") == "full"]
         if not rungs:
@@ -236,7 +359,12 @@ def _plan_ladder(method: str, tables: CircuitTables, dist: Distribution, budget:
 
 # ---------------------------------------------------------------- entry point
 
-_PLANNERS = {"sampling": _plan_sampling, "stratified": _plan_stratified, "systematic": _plan_systematic}
+_PLANNERS = {
+    "sampling": _plan_sampling,
+    "stratified": _plan_stratified,
+    "systematic": _plan_systematic,
+    "wick-residual": _plan_residual,
+}
 
 
 def plannable(method: str) -> bool:

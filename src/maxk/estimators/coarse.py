@@ -37,7 +37,8 @@ heaviest population tokens: "none of them drawn" and "the j-th is the heaviest d
 probabilities from the kernel); without it the estimates were off by −0.1 to −0.2 on noised
 models. ``outputs`` = K reads only the max's output, its K nearest competitors and the heavy
 tokens' own outputs (presuming the rest carry no probability; the light tokens' value is then
-unweighted). Single-head models only.
+unweighted); under "max" too (no heavy tokens there; K = 4 brings the ``bins`` and ``gauss``
+read-outs under 10⁵ FLOPs at n = 64, k = 10). Single-head models only.
 
 Costs are a function of (distribution, n, k, strata, read-out, bins, heavy, outputs) alone, not of the weights:
 ``coarse_cost`` gives the FLOPs a run will count, and the run adds each step's share where the
@@ -163,19 +164,21 @@ def _step_costs(
     b = _nodes(readout, n_bins)
     slots = k - 1 if strata == "positions" else 1  # where a heavy token may sit
     J = 1 + heavy * slots  # sub-rows per row
-    W = n if outputs is None or strata == "max" else 1 + outputs + heavy  # outputs read per row
+    W = n if outputs is None else 1 + outputs + heavy  # outputs read per row
     logn = max(1, int(np.ceil(np.log2(n))))
     c: dict[str, int] = {}
     if strata == "max":
         # β (max, shift, exp), α, prefix sums of β over t and over q, of EVOU and EUPU over tokens
         c["tables"] = 7 * n * n + 6 * n * k + 2 * k * n + 10 * n
+        if W != n:  # each max's competitor outputs: the reference logits, K rounds of argmax
+            c["tables"] += 3 * n * n + k * n + (W - 1) * n * n  # K = W - 1 (no heavy tokens)
         c["shares"] = 60
         if readout == "mean":
-            c["vectors"] = 11 * n + 12  # the mean logits: six n-vectors combined
+            c["vectors"] = 11 * W + 12  # the mean logits: six W-vectors combined
         else:
             c["tables"] += 3 * n * n + 6 * n  # β², its two prefix sums
             c["shares"] += 20
-            c["vectors"] = 22 * n + 10  # A and B, their margins
+            c["vectors"] = 22 * W + 10  # A and B, their margins
     else:
         # β, α, prefix sums of β and β², Σ_i α_i PVOU_i, the query's value; then either the
         # prefix sums of β·EVOU (n³) or those of EVOU and each max's competitor outputs
@@ -195,7 +198,7 @@ def _step_costs(
         c["law"] = J * 12
     c["logits"] = J * (b * (4 * W + 2) if readout != "gauss" else 9 * W + 20 + 6 * _GH)
     if strata == "max" and readout == "mean":
-        c["logits"] = 3 * n + 2  # margin, exp, sum of the already combined logits
+        c["logits"] = 3 * W + 2  # margin, exp, sum of the already combined logits
     c["sum"] = 2 * J + 1
     return c
 
@@ -311,7 +314,7 @@ def coarse_propagation(
     rows = coarse_rows(dist, n, k, strata)
     with single_threaded(), np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         if strata == "max":
-            est = _by_max(tables, rows, readout, n_bins, counter)
+            est = _by_max(tables, rows, readout, n_bins, outputs, counter)
         else:
             est = _by_query(tables, dist, rows, strata, readout, n_bins, heavy, outputs, counter)
     if not np.isfinite(est).all():
@@ -541,13 +544,27 @@ def _by_query(
     return out
 
 
-def _by_max(tables: CircuitTables, rows: dict, readout: str, n_bins: int, counter: FlopCounter):
-    """Rows per max m, the query mixed in (module docstring, strata "max")."""
+def _top_outputs(ref: np.ndarray, K: int) -> np.ndarray:
+    """The K largest entries of each row of ref [R, n] (−inf excluded last), largest first, by K
+    rounds of argmax (K·n comparisons a row; ties to the lower index): [R, K]."""
+    ref = ref.copy()
+    r_ = np.arange(len(ref))
+    out = np.empty((len(ref), K), dtype=np.int64)
+    for j in range(K):
+        out[:, j] = ref.argmax(axis=1)
+        ref[r_, out[:, j]] = -np.inf
+    return out
+
+
+def _by_max(tables: CircuitTables, rows: dict, readout: str, n_bins: int, outputs: int | None, counter: FlopCounter):
+    """Rows per max m, the query mixed in (module docstring, strata "max"); with ``outputs`` = K
+    only the max's output and its K competitors are read (chosen as under "max-query", by the
+    logits the max would give if it took all the attention at a mean position)."""
     n, k = tables.n, tables.k
     last = k - 1
     E, P, EV, PV, U = tables.eqke[0], tables.eqkp[0], tables.evou[0], tables.pvou[0], tables.eupu
     R = len(rows["m"])
-    cost = _step_costs(n, k, "max", readout, n_bins, 0)
+    cost = _step_costs(n, k, "max", readout, n_bins, 0, 0, outputs)
     beta = np.exp(E - E.max(axis=1, keepdims=True))  # each query row relative to its heaviest key
     alpha = np.exp(P - P.max(axis=1, keepdims=True))
     a_bar = alpha.mean(axis=0)  # [k]: positional factors averaged over queries
@@ -569,8 +586,22 @@ def _by_max(tables: CircuitTables, rows: dict, readout: str, n_bins: int, counte
         row2, col2 = np.cumsum(b2, axis=1), np.cumsum(b2, axis=0)
         T2 = np.cumsum(np.r_[zero, np.diagonal(row2) + np.diagonal(col2) - np.diagonal(b2)])
         cdiag2 = np.r_[zero, np.cumsum(np.diagonal(b2))]
-    counter.add(cost["tables"], "coarse_tables")
     m = rows["m"]
+    r_ = np.arange(R)
+    # per row, the outputs read: all (the max's at column m), or the max's (column 0) and its K
+    # competitors; the n-vectors below at those outputs, [R, W]
+    if outputs is None:
+        col = m
+        u_m, cu_m, ev_m, cev_m = U[m], cu[m], EV[m], cev[m]
+        pv_last, pv_mix = PV[last][None, :], pv_nq[None, :]
+    else:
+        ref = cu[1:] / np.arange(1, n + 1)[:, None] + EV + PV.mean(axis=0)[None, :]
+        ref[np.arange(n), np.arange(n)] = -np.inf
+        idx = np.concatenate([m[:, None], _top_outputs(ref[m], outputs)], axis=1)
+        col = np.zeros(R, dtype=np.int64)
+        u_m, cu_m, ev_m, cev_m = (np.take_along_axis(t[m], idx, axis=1) for t in (U, cu, EV, cev))
+        pv_last, pv_mix = PV[last][idx], pv_nq[idx]
+    counter.add(cost["tables"], "coarse_tables")
     pq, f_top, f_low, rmq = rows["pq"], rows["fix_top"], rows["fix_low"], rows["removes_query"]
     mf = m.astype(np.float64)
     mm = np.maximum(mf, 1.0)
@@ -605,35 +636,34 @@ def _by_max(tables: CircuitTables, rows: dict, readout: str, n_bins: int, counte
     c_q_low = (1 - pq) * wq_low / tot_low
     c_m_low = (1 - pq) * bm_low * f_low * a_nq / tot_low
     fix_sh = c_q_top + c_m_top + c_q_low + c_m_low  # total attention share of the fixed tokens
-    r_ = np.arange(R)
     if readout == "mean":  # the mean logits directly: six n-vectors, one softmax
         s_l = pq * mu_top / tot_top + (1 - pq) * mu_low / tot_low  # the low tokens' mean share
         L = (
-            pq[:, None] * U[m]
-            + ((1 - pq) / mm)[:, None] * cu[m]
-            + (c_q_top + c_m_top + c_m_low)[:, None] * EV[m]
-            + ((c_q_low + s_l) / mm)[:, None] * cev[m]
-            + (c_q_top + c_q_low)[:, None] * PV[last][None, :]
-            + (c_m_top + c_m_low + s_l)[:, None] * pv_nq[None, :]
+            pq[:, None] * u_m
+            + ((1 - pq) / mm)[:, None] * cu_m
+            + (c_q_top + c_m_top + c_m_low)[:, None] * ev_m
+            + ((c_q_low + s_l) / mm)[:, None] * cev_m
+            + (c_q_top + c_q_low)[:, None] * pv_last
+            + (c_m_top + c_m_low + s_l)[:, None] * pv_mix
         )
         counter.add(R * cost["vectors"], "coarse_vectors")
         with np.errstate(over="ignore"):
-            out = 1.0 / np.exp(L - L[r_, m][:, None]).sum(axis=1)
+            out = 1.0 / np.exp(L - L[r_, col][:, None]).sum(axis=1)
         counter.add(R * cost["logits"], "coarse_readout")
         return out
-    u_bar = pq[:, None] * U[m] + ((1 - pq) / mm)[:, None] * cu[m]
+    u_bar = pq[:, None] * u_m + ((1 - pq) / mm)[:, None] * cu_m
     nfix = (
-        (c_q_top + c_m_top + c_m_low)[:, None] * EV[m]
-        + (c_q_low / mm)[:, None] * cev[m]
-        + (c_q_top + c_q_low)[:, None] * PV[last][None, :]
-        + (c_m_top + c_m_low)[:, None] * pv_nq[None, :]
+        (c_q_top + c_m_top + c_m_low)[:, None] * ev_m
+        + (c_q_low / mm)[:, None] * cev_m
+        + (c_q_top + c_q_low)[:, None] * pv_last
+        + (c_m_top + c_m_low)[:, None] * pv_mix
     )
     mu_fix = nfix / np.maximum(fix_sh, _LN_EPS)[:, None]
-    v_low = cev[m] / mm[:, None] + pv_nq[None, :]
+    v_low = cev_m / mm[:, None] + pv_mix
     A = u_bar + mu_fix
     B = v_low - mu_fix
-    A -= A[r_, m][:, None]
-    B -= B[r_, m][:, None]
+    A -= A[r_, col][:, None]
+    B -= B[r_, col][:, None]
     counter.add(R * cost["vectors"], "coarse_vectors")
     out = _readout(A, B, d_mix, mu_mix, var_mix, readout, _nodes(readout, n_bins))
     counter.add(R * _row_cost(cost, "law", "logits"), "coarse_readout")
