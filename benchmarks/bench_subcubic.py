@@ -1,8 +1,9 @@
 """The subcubic proof family against the cubic proof on trained paper-config models.
 
 For each of ``--seeds`` seeds (default 10; n = 64, k = 4, d_model = d_head = 32, trained with the
-paper's recipe and cached), runs ``cubic`` and every subcubic strategy and prints per strategy the
-mean ± std over seeds of bound / true accuracy, FLOPs, FLOPs / cubic's FLOPs and seconds.
+paper's recipe and cached), runs ``cubic``, every subcubic strategy and ``subcubic-coupled``
+(defaults) and prints per strategy the mean ± std over seeds of bound / true accuracy, FLOPs,
+FLOPs / cubic's FLOPs and seconds.
 
     python benchmarks/bench_subcubic.py [--seeds 10] [--dist uniform]
 """
@@ -29,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = ModelConfig(d_vocab=64, n_ctx=4, d_model=32, d_head=32)
-    names = ["cubic", *(v.name for v in SUBCUBIC_VARIANTS)]
+    names = ["cubic", *(v.name for v in SUBCUBIC_VARIANTS), "subcubic-coupled"]
     rel: dict[str, list[float]] = {s: [] for s in names}
     flops: dict[str, list[float]] = {s: [] for s in names}
     ratio: dict[str, list[float]] = {s: [] for s in names}

@@ -195,7 +195,6 @@ def _covered(T: np.ndarray, n: int, k: int, dist: str):
 
 def _check_sound(model, dist: str) -> None:
     tab = circuit_tables(model)
-    n, k = tab.n, tab.k
     exact = evaluate(tab, dist)
     for v in S.SUBCUBIC_VARIANTS:
         name, c = v.name, FlopCounter()
@@ -210,14 +209,22 @@ def _check_sound(model, dist: str) -> None:
     for split in (False, True):
         W, D, Pv, empty, eqkp = S.ov_pieces(model, pieces.qt, pieces.s, c, split=split)
         T = S.certify_gaps(S.SubcubicPieces(eqke, eqkp, W, D, Pv, empty), c)
-        xs = np.array(list(_covered(T, n, k, dist)), dtype=np.int64).reshape(-1, k)
-        assert len(xs) == S.count_certified(T, k, dist) == S.subcubic_certified(model, dist, split=split, **kw)
-        if len(xs):
-            logits = tab.logits(xs)
-            label = xs.max(axis=1)
-            lm = logits[np.arange(len(xs)), label]
-            logits[np.arange(len(xs)), label] = -np.inf
-            assert np.all(logits.max(axis=1) < lm)
+        assert covered_are_correct(tab, T, dist) == S.subcubic_certified(model, dist, split=split, **kw)
+
+
+def covered_are_correct(tab, T: np.ndarray, dist: str) -> int:
+    """Every input the thresholds T [n_q, n_max] claim is correct (by the float64 tables
+    ``tab``), and ``count_certified`` counts exactly them; returns their number."""
+    n, k = tab.n, tab.k
+    xs = np.array(list(_covered(T, n, k, dist)), dtype=np.int64).reshape(-1, k)
+    assert len(xs) == S.count_certified(T, k, dist)
+    if len(xs):
+        logits = tab.logits(xs)
+        label = xs.max(axis=1)
+        lm = logits[np.arange(len(xs)), label]
+        logits[np.arange(len(xs)), label] = -np.inf
+        assert np.all(logits.max(axis=1) < lm)
+    return len(xs)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -282,15 +289,18 @@ def test_working_model_is_mostly_certified():
     assert cert / UNIFORM.n_sequences(10, 3) > 0.5
 
 
-@pytest.mark.slow
-def test_sound_on_trained_and_noised_small_models():
+def trained_and_noised_small_models(seed: int = 0):
+    """A small trained model (n = 12, k = 4, cached) and two noised copies of it."""
     from maxk.train import trained_model
 
-    cfg = ModelConfig(d_vocab=12, n_ctx=4, d_model=16, d_head=8)
-    base = trained_model(cfg, seed=0, steps=400)
-    g = torch.Generator().manual_seed(0)
-    for noise in (0.0, 0.05, 0.2):
-        model = base if noise == 0 else _noised(base, noise, g)
+    base = trained_model(ModelConfig(d_vocab=12, n_ctx=4, d_model=16, d_head=8), seed=0, steps=400)
+    g = torch.Generator().manual_seed(seed)
+    return [base, *(_noised(base, noise, g) for noise in (0.05, 0.2))]
+
+
+@pytest.mark.slow
+def test_sound_on_trained_and_noised_small_models():
+    for model in trained_and_noised_small_models():
         for dist in ("uniform", "distinct"):
             _check_sound(model, dist)
 

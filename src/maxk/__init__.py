@@ -16,6 +16,7 @@ from .interop import from_hooked_transformer, to_hooked_transformer
 from .model import MaxKTransformer
 from .proofs.enclose import enclosed_tables
 from .proofs.registry import STRATEGIES, prove, prove_all
+from .proofs.subcubic_losses import loss_ladder
 from .report import report
 from .results import Estimate, EvalResult, ProofResult, Result
 from .sampling import evaluate_sampled
@@ -59,6 +60,7 @@ __all__ = [
     "enclosed_tables",
     "prove",
     "prove_all",
+    "loss_ladder",  # where the subcubic proofs lose, term by term (docs/proofs.md)
     # heuristic estimators
     "ESTIMATORS",
     "Estimate",

@@ -30,6 +30,8 @@ from .enclose import IntervalTables
 from .hybrid import COST as HYBRID_COST
 from .hybrid import prove_hybrid
 from .subcubic import FINITE, SUBCUBIC_VARIANTS
+from .subcubic_coupled import COST as COUPLED_COST
+from .subcubic_coupled import prove_coupled
 
 StrategyFn = Callable[..., int]
 
@@ -57,6 +59,13 @@ STRATEGIES.register(
 )
 for _v in SUBCUBIC_VARIANTS:
     STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(_SINGLE_HEAD, FINITE))
+STRATEGIES.register(
+    "subcubic-coupled",
+    prove_coupled,
+    cost=COUPLED_COST,
+    summary="subcubic gaps, outputs checked per column (r rivals, two sides), far tokens in blocks, full EQKE",
+    refuses=(_SINGLE_HEAD, FINITE),
+)
 STRATEGIES.register(
     "hybrid",
     prove_hybrid,

@@ -68,7 +68,11 @@ from .lowrank import abs_up, eqke_meandiff, eqke_svd, matmul_cs, qk_pieces, row_
 
 __all__ = [
     "SubcubicPieces",
+    "OVTables",
+    "ov_tables",
     "ov_pieces",
+    "largest_certified",
+    "search_pairs",
     "margin_up",
     "side_margins_up",
     "direct_quadratic_up",
@@ -157,22 +161,55 @@ def _weights(model) -> dict[str, Interval]:
     return {name: point(p) for name, p in model.named_parameters()}
 
 
-def ov_pieces(
-    model, qt: Interval, s: Interval, counter: FlopCounter, *, full_direct: bool = True, split: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Interval]:
-    """W [S, n, n], D [S, n, n], Pv [S, k, n], empty [S, n] (see ``SubcubicPieces``; S = 1, or
-    S = 2 with ``split``: outputs below and above m) and the EQKP enclosure [n, k], given the
-    enclosed query side qt [n, dh] and scale s (``maxk.proofs.lowrank.qk_pieces``).
+class OVTables:
+    """The enclosed value tables of head 0 that the subcubic family reads (``ov_tables``):
+    evou [n, n], pvou [k, n], eupu [n, n] (None when the direct path comes from O(n·d) pieces),
+    eqkp [n, k], and the direct-path pieces resq [n, d], WU [d, n], cvec [1, n]."""
 
-    With ``full_direct`` the direct path bound comes from the enclosed n×n EUPU table
-    (O(n²·d)); otherwise from O(n·d) pieces (``direct_quadratic_up``, the same bound for both
-    sides). EVOU costs O(n·d·dh + n²·dh), PVOU O(k·d·dh + d·dh·n), EQKP O(n·d·dh + n·k·dh)."""
+    def __init__(self, evou, pvou, eupu, eqkp, resq, WU, cvec):
+        self.evou, self.pvou, self.eupu, self.eqkp = evou, pvou, eupu, eqkp
+        self.resq, self.WU, self.cvec = resq, WU, cvec
+
+
+def ov_tables(model, qt: Interval, s: Interval, counter: FlopCounter, *, full_direct: bool = True) -> OVTables:
+    """Enclosures of EVOU, PVOU, EQKP and (with ``full_direct``) EUPU, given the enclosed query
+    side qt [n, dh] and scale s (``maxk.proofs.lowrank.qk_pieces``). EVOU costs
+    O(n·d·dh + n²·dh), PVOU O(k·d·dh + d·dh·n), EQKP O(n·d·dh + n·k·dh), EUPU O(n²·d)."""
     w = _weights(model)
     E, P = w["embed.W_E"], w["pos_embed.W_pos"]
     WK, WV, WO = (w[f"blocks.0.attn.W_{x}"][0] for x in "KVO")
     bK, bV = (w[f"blocks.0.attn.b_{x}"][0] for x in "KV")
     bO, WU, bU = w["blocks.0.attn.b_O"], w["unembed.W_U"], w["unembed.b_U"]
-    n, k = model.cfg.n, model.cfg.n_ctx
+    k = model.cfg.n_ctx
+    ou = matmul_cs(WO, WU, counter)  # [dh, n]
+    evou = matmul_cs(add(matmul_cs(E, WV, counter), bV, counter), ou, counter)  # [n, n]
+    pvou = matmul_cs(matmul_cs(P, WV, counter), ou, counter)  # [k, n]
+    cvec = add(matmul_cs(Interval(bO.lo[None], bO.hi[None]), WU, counter), bU, counter)  # [1, n]
+    eupu = None
+    if full_direct:
+        # (E + P[last]) W_U + cvec as E W_U plus one row: the big product has point operands
+        row = add(matmul_cs(P[k - 1 : k], WU, counter), cvec, counter)  # [1, n]
+        eupu = add(matmul_cs(E, WU, counter), row, counter)
+        resq = None
+    else:
+        resq = add(E, P[k - 1], counter)
+    kp = add(matmul_cs(P, WK, counter), bK, counter)  # [k, dh]
+    eqkp = mul_scalar(matmul_cs(qt, Interval(kp.lo.T, kp.hi.T), counter), s, counter)
+    return OVTables(evou, pvou, eupu, eqkp, resq, WU, cvec)
+
+
+def ov_pieces(
+    model, qt: Interval, s: Interval, counter: FlopCounter, *, full_direct: bool = True, split: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Interval]:
+    """W [S, n, n], D [S, n, n], Pv [S, k, n], empty [S, n] (see ``SubcubicPieces``; S = 1, or
+    S = 2 with ``split``: outputs below and above m) and the EQKP enclosure [n, k], from
+    ``ov_tables`` (same arguments and cost, plus O(n²) for the margins).
+
+    With ``full_direct`` the direct path bound comes from the enclosed n×n EUPU table
+    (O(n²·d)); otherwise from O(n·d) pieces (``direct_quadratic_up``, the same bound for both
+    sides)."""
+    n = model.cfg.n
+    tabs = ov_tables(model, qt, s, counter, full_direct=full_direct)
 
     def margins(x: Interval) -> tuple[np.ndarray, np.ndarray]:
         if split:
@@ -180,23 +217,15 @@ def ov_pieces(
         empty = np.full((1, n), n == 1)
         return margin_up(x, counter)[None], empty
 
-    ou = matmul_cs(WO, WU, counter)  # [dh, n]
-    evou = matmul_cs(add(matmul_cs(E, WV, counter), bV, counter), ou, counter)  # [n, n]
-    pvou = matmul_cs(matmul_cs(P, WV, counter), ou, counter)  # [k, n]
-    W, empty = margins(evou)
-    Pv, _ = margins(pvou)
-    cvec = add(matmul_cs(Interval(bO.lo[None], bO.hi[None]), WU, counter), bU, counter)  # [1, n]
-    if full_direct:
-        # (E + P[last]) W_U + cvec as E W_U plus one row: the big product has point operands
-        row = add(matmul_cs(P[k - 1 : k], WU, counter), cvec, counter)  # [1, n]
-        eupu = add(matmul_cs(E, WU, counter), row, counter)
-        D, _ = margins(eupu)
+    W, empty = margins(tabs.evou)
+    Pv, _ = margins(tabs.pvou)
+    if tabs.eupu is not None:
+        D, _ = margins(tabs.eupu)
     else:
-        Dq = direct_quadratic_up(add(E, P[k - 1], counter), WU, cvec, counter)
+        assert tabs.resq is not None
+        Dq = direct_quadratic_up(tabs.resq, tabs.WU, tabs.cvec, counter)
         D = np.broadcast_to(Dq, (W.shape[0],) + Dq.shape)
-    kp = add(matmul_cs(P, WK, counter), bK, counter)  # [k, dh]
-    eqkp = mul_scalar(matmul_cs(qt, Interval(kp.lo.T, kp.hi.T), counter), s, counter)
-    return W, D, Pv, empty, eqkp
+    return W, D, Pv, empty, tabs.eqkp
 
 
 def direct_quadratic_up(resq: Interval, WU: Interval, cvec: Interval, counter: FlopCounter) -> np.ndarray:
@@ -242,7 +271,7 @@ def _exp_up(x: np.ndarray, counter: FlopCounter) -> np.ndarray:
     return out
 
 
-def _search(ok, sel: np.ndarray, ms: np.ndarray, guess: np.ndarray) -> np.ndarray:
+def largest_certified(ok, sel: np.ndarray, ms: np.ndarray, guess: np.ndarray) -> np.ndarray:
     """Largest T in [−1, m − 1] with ok(T) for each pair of ``sel`` (monotone ok), −2 if none.
     Galloping from ``guess``: up one step at a time while it passes, down in doubling steps
     while it fails, then a binary search closes the interval; T = −1 is checked only for pairs
@@ -380,15 +409,21 @@ def _certify_gaps(pc: SubcubicPieces, counter: FlopCounter) -> np.ndarray:
         good = np.isfinite(total) & (total < 0)  # anything non-finite fails
         return cast(np.ndarray, (good | vacuous[:, sel]).all(axis=0))
 
-    # pairs are searched one max token m at a time, each from the guess T(q, m − 1) + 1 (the
-    # gap m − T changes slowly with m), or m − GUESS_GAP when there is none
-    T = np.full(npairs, -2, dtype=np.int64)
+    return search_pairs(ok, qs, ms, n)
+
+
+def search_pairs(ok, qs: np.ndarray, ms: np.ndarray, n: int) -> np.ndarray:
+    """T [n_q, n_max]: ``largest_certified`` for every pair (qs[p], ms[p]) (all q <= m, in the
+    order of ``np.triu``), −2 elsewhere. Pairs are searched one max token m at a time, each from
+    the guess T(q, m − 1) + 1 (the gap m − T changes slowly with m), or m − GUESS_GAP when there
+    is none; ``ok(T, sel)`` checks thresholds T for the pairs ``sel`` (indices into qs, ms)."""
+    T = np.full(qs.size, -2, dtype=np.int64)
     prev = np.full(n, -2, dtype=np.int64)  # T(q, m − 1) by q
     for m_ in range(n):
         sel = np.nonzero(ms == m_)[0]  # pairs (q, m_) for q = 0..m_, in order of q
         guess = np.where(prev[: m_ + 1] >= 0, prev[: m_ + 1] + 1, m_ - GUESS_GAP)
         guess = np.minimum(guess, m_ - 1)
-        T[sel] = _search(ok, sel, np.full(sel.size, m_), guess)
+        T[sel] = largest_certified(ok, sel, np.full(sel.size, m_), guess)
         prev[: m_ + 1] = T[sel]
     out = np.full((n, n), -2, dtype=np.int64)
     out[qs, ms] = T

@@ -1,0 +1,186 @@
+"""``subcubic-coupled`` (candidate outputs, near tokens, geometric token blocks) and the loss
+study of ``maxk.proofs.subcubic_losses``: every input the thresholds cover is correct, the
+count is their number, the knobs only tighten, and the study's ladder is consistent with the
+proof it studies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from maxk.circuits import circuit_tables
+from maxk.distributions import get_distribution
+from maxk.errors import MaxkError
+from maxk.exact import evaluate
+from maxk.flops import FlopCounter
+from maxk.proofs import subcubic_coupled as C
+from maxk.proofs.enclose import point
+from maxk.proofs.registry import prove
+from maxk.proofs.subcubic import count_certified, margin_up, subcubic_thresholds
+from maxk.proofs.subcubic_losses import EXACT, LADDER, TERMS, loss_ladder, threshold_counts
+
+from .helpers import max_like_model, random_model
+from .test_proofs_subcubic import _attention_model, covered_are_correct, trained_and_noised_small_models
+
+
+def _check_covered_correct(model, T: np.ndarray, dist: str) -> int:
+    return covered_are_correct(circuit_tables(model), T, dist)
+
+
+KNOBS = st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(["full", "keydir", "svd"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.tuples(st.integers(2, 14), st.integers(1, 4)),  # n, k
+    seed=st.integers(0, 10**6),
+    model_kind=st.tuples(st.sampled_from(["random", "attention", "max_like"]), st.sampled_from([0.0, 0.02, 0.1, 0.3])),
+    knobs=KNOBS,
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
+def test_sound_on_random_and_noised_working_models(size, seed, model_kind, knobs, dist):
+    """Random models, and models that compute max-of-k well (plus noise), so that most inputs
+    are certified and soundness is tested where it matters."""
+    (n, k), (built, noise) = size, model_kind
+    if dist == "distinct" and k > n:
+        dist = "uniform"
+    k = min(k, 3) if n > 10 else k  # keep the enumeration small
+    if built == "random":
+        model = random_model(n=n, k=k, d_model=6, d_head=1 + seed % 4, seed=seed, scale=[0.3, 1.0, 4.0][seed % 3])
+    elif built == "attention":
+        model = _attention_model(n, k, seed, noise)
+    else:
+        model = max_like_model(n, k, seed, noise)
+    r, b, att = knobs
+    T = C.coupled_thresholds(model, exact_outputs=r, near_tokens=b, attention=att)
+    _check_covered_correct(model, T, dist)
+
+
+@pytest.mark.slow
+def test_sound_on_trained_and_noised_small_models():
+    for model in trained_and_noised_small_models(seed=1):
+        for r, b in [(0, 0), (2, 1)]:
+            T = C.coupled_thresholds(model, exact_outputs=r, near_tokens=b)
+            for dist in ("uniform", "distinct"):
+                _check_covered_correct(model, T, dist)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.02, 0.05])
+def test_knobs_only_tighten_the_subcubic_check(noise):
+    """With the same EQKE bound, every threshold is at least the subcubic proof's (the coupled
+    columns and the token blocks are each at most the decoupled bound), and more candidate
+    outputs never lose (on these models; not vacuous: the knobs gain somewhere)."""
+    model = max_like_model(12, 4, 1, noise)
+    base = subcubic_thresholds(model)
+    prev = C.coupled_thresholds(model, exact_outputs=0, near_tokens=0, attention="keydir")
+    assert np.all(prev >= base)
+    for r, b in [(1, 0), (2, 1), (4, 2)]:
+        T = C.coupled_thresholds(model, exact_outputs=r, near_tokens=b, attention="keydir")
+        assert np.all(T >= prev), (r, b)
+        prev = T
+    counts = [count_certified(t, 4, "uniform") for t in (base, prev)]
+    assert counts[1] >= counts[0]
+    _check_covered_correct(model, prev, "uniform")
+
+
+def test_registered_with_options_and_clear_errors():
+    model = max_like_model(10, 3, 0, 0.02)
+    ev = evaluate(model)
+    r = prove(model, "subcubic-coupled")
+    assert prove(model, "subcubic-split").bound <= r.bound <= ev.accuracy and (r.flops or 0) > 0
+    assert prove(max_like_model(10, 3, 0, 0.0), "subcubic-coupled").bound == 1.0
+    r1 = prove(model, "subcubic-coupled", exact_outputs=1, near_tokens=1, attention="svd")
+    assert r1.options == {"exact_outputs": 1, "near_tokens": 1, "attention": "svd"}
+    with pytest.raises(MaxkError, match="exact_outputs"):
+        prove(model, "subcubic-coupled", exact_outputs=-1)
+    with pytest.raises(MaxkError, match="EQKE bound"):
+        prove(model, "subcubic-coupled", attention="nope")
+    with pytest.raises(MaxkError, match="single-head"):
+        prove(random_model(n=5, k=3, heads=2), "subcubic-coupled")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.lists(st.lists(st.floats(-1e3, 1e3), min_size=7, max_size=7), min_size=3, max_size=3),
+    lo=st.integers(0, 6),
+    length=st.integers(1, 7),
+)
+def test_range_max_and_block_products(data, lo, length):
+    x = np.array(data)  # [3, 7]
+    hi = min(lo + length - 1, 6)
+    rows = np.arange(3)
+    got = C._range_max(C._sparse_table(x, FlopCounter()), rows, np.full(3, lo), np.full(3, hi))
+    assert np.array_equal(got, x[:, lo : hi + 1].max(axis=1))
+    # blocks: weights w [q, t] >= 0, a 7-token "EVOU" whose worst-output value is W [t, m]
+    w = np.abs(np.resize(x, (7, 7)))
+    ev = np.resize(x[::-1], (7, 7))
+    W = margin_up(point(ev), FlopCounter())
+    blocks = C._Blocks(w, W, point(ev), FlopCounter())
+    q, m = np.array([0, 3, 6]), np.array([6, 5, 6])
+    top = np.minimum(np.full(3, hi), m - 1)
+    cand = np.array([[0, 1], [2, 4], [5, 5]])
+    A = blocks.products(q, m, top, cand, FlopCounter())  # [3, 3]
+    for p in range(3):
+        for t in range(top[p] + 1):
+            vals = [ev[t, o] - ev[t, m[p]] for o in cand[p]] + [
+                max(ev[t, o] - ev[t, m[p]] for o in range(7) if o != m[p])
+            ]
+            for c, v in enumerate(vals):
+                assert A[p, c] >= w[q[p], t] * v - 1e-9 * (1 + abs(w[q[p], t] * v))
+
+
+def test_outside_max_bounds_every_entry_outside():
+    rng = np.random.default_rng(0)
+    row = rng.standard_normal((5, 9))
+    m = np.array([0, 3, 4, 8, 6])
+    pre = np.array([row[p, : m[p]].max() if m[p] > 0 else -np.inf for p in range(5)])
+    suf = np.array([row[p, m[p] + 1 :].max() if m[p] < 8 else -np.inf for p in range(5)])
+    idx, val = C._row_tops(point(row), 4, FlopCounter())
+    for excl_size in range(0, 6):
+        excl = np.stack([rng.choice(9, excl_size, replace=False) for _ in range(5)]).reshape(5, excl_size)
+        for below, side in ((True, pre), (False, suf)):
+            got = C._outside_max(idx, val, excl.astype(np.int64), m, below, side, FlopCounter())
+            for p in range(5):
+                out = [
+                    row[p, o] for o in range(9) if o not in set(excl[p].tolist()) and (o < m[p] if below else o > m[p])
+                ]
+                if out:
+                    assert got[p] >= max(out)
+
+
+# ---------------------------------------------------------------- the loss study
+
+
+@pytest.mark.parametrize("strategy", ["subcubic", "subcubic-split"])
+@pytest.mark.parametrize("dist", ["uniform", "distinct"])
+def test_ladder_starts_at_the_proof_and_only_rises(strategy, dist):
+    model = max_like_model(10, 4, 3, 0.05)
+    L = loss_ladder(model, strategy, dist)
+    counts = [c for _, c in L.rungs]
+    assert [name for name, _ in L.rungs] == [name for name, _ in LADDER]
+    assert counts[0] == L.proof  # the float redo of the proof's own check
+    assert all(a <= b for a, b in zip(counts, counts[1:], strict=False))
+    assert counts[-1] <= L.correct
+    assert all(v <= counts[-1] for v in L.leave_one_in.values())
+    sh = L.shares()
+    assert abs(sum(sh.values()) - 1.0) < 1e-9 or L.correct == L.proof
+    assert set(sh) == {"float", "gap", *(t for t, _ in TERMS)}
+    assert L.to_dict()["shares"] == sh
+
+
+def test_exact_rung_claims_only_correct_sets():
+    """With every term exact, the check is the worst input of each threshold set: on a model
+    with clear margins it certifies exactly the inputs of sets that are all correct, so never
+    more than the correct inputs, and more than the proof."""
+    model = max_like_model(9, 3, 2, 0.1)
+    d = get_distribution("uniform")
+    tab = circuit_tables(model)
+    exact = threshold_counts(tab, (tab.eqke[0], tab.eqke[0]), EXACT, d)
+    assert prove(model, "subcubic").certified <= exact <= (evaluate(model).correct or 0)
+
+
+def test_study_refuses_other_strategies():
+    with pytest.raises(MaxkError, match="loss_ladder studies"):
+        loss_ladder(max_like_model(6, 3, 0, 0.0), "cubic")
