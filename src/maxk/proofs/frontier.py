@@ -1,7 +1,8 @@
 """The proof-length / tightness frontier: bound against FLOPs for a set of proof results.
 
 ``frontier_runs(cfg)`` lists the (strategy, options) points that ``maxk prove --strategy all
---frontier`` runs: every registered strategy with its defaults, then the ``hybrid`` proof with
+--frontier`` runs: every registered strategy with its defaults, ``subcubic-coupled`` checking more
+rivals exactly, then the ``hybrid`` proof with
 ``cubic_top`` = 1, 2, 4, ... (cubic for the top max tokens, subcubic for the rest) and the cubic
 proof with less exact work, so that bound against FLOPs is traced from the cheapest proof to
 cubic with no wide gap. ``pareto`` keeps the points no other point beats on both axes.
@@ -17,14 +18,17 @@ from ..config import ModelConfig
 from ..results import ProofResult
 
 CUBIC_STEPS = ({"exact_outputs": 1, "exact_budget": 0.0}, {"exact_outputs": 2, "exact_budget": 0.5})
+COUPLED_RIVALS = (2, 4, 8)  # subcubic-coupled's exact_outputs on the frontier (its default is 0)
 
 
 def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """(strategy, options) points of the frontier for a model of ``cfg``, cheapest family first:
-    ``strategies`` (registered names) with defaults, hybrid with cubic_top = 1 and the cheapest
-    cubic options, then cubic_top = 1, 2, 4, ... < n, and the cubic proof with the options of
-    CUBIC_STEPS (when hybrid / cubic are among them)."""
+    ``strategies`` (registered names) with defaults, subcubic-coupled with COUPLED_RIVALS, hybrid
+    with cubic_top = 1 and the cheapest cubic options, then cubic_top = 1, 2, 4, ... < n, and the
+    cubic proof with the options of CUBIC_STEPS (when those strategies are among them)."""
     runs: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in strategies]
+    if "subcubic-coupled" in strategies:  # more rivals checked exactly: between it and hybrid
+        runs += [("subcubic-coupled", {"exact_outputs": r}) for r in COUPLED_RIVALS]
     if "hybrid" in strategies:  # the first step costs the full tables' enclosure: keep it cheap
         runs.append(("hybrid", {"cubic_top": 1, **CUBIC_STEPS[0]}))
         top = 1

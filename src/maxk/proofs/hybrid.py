@@ -1,7 +1,8 @@
 """The hybrid proof: the cubic proof for the top max tokens, a subcubic proof for the others.
 
-Inputs are partitioned by their max m. For each m the subcubic proof's thresholds
-(``maxk.proofs.subcubic.subcubic_thresholds``, computed once for every (q, m)) give a certified
+Inputs are partitioned by their max m. For each m a subcubic proof's thresholds (``base``:
+``subcubic-coupled``'s by default, or a ``maxk.proofs.subcubic`` variant's; computed once for
+every (q, m)) give a certified
 count; for the ``cubic_top`` largest m (they hold most inputs: P[max = m] grows like m^(k-1)
 under ``uniform``) the cubic proof's certificate for m (``maxk.proofs.cubic.certified_sets``) is
 computed too and the larger of the two counts is kept. Each count is exact and sound for the
@@ -23,9 +24,11 @@ from ..flops import FlopCounter
 from .cubic import EXACT_BUDGET, EXACT_OUTPUTS, certified_sets
 from .enclose import enclosed_tables
 from .subcubic import SUBCUBIC_VARIANTS, subcubic_thresholds
+from .subcubic_coupled import coupled_thresholds
 
 COST = "O(n^2 d + n^2 k log n + top·n^2 k^2)"
 CUBIC_TOP = 8  # default number of max tokens (from the top) done by the cubic proof
+COUPLED = "subcubic-coupled"  # the default base: the tightest subcubic thresholds (docs/proofs.md)
 
 
 def hybrid_certified(
@@ -34,7 +37,7 @@ def hybrid_certified(
     counter: FlopCounter | None = None,
     *,
     cubic_top: int = CUBIC_TOP,
-    base: str = "subcubic-split",
+    base: str = COUPLED,
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
 ) -> int:
@@ -43,13 +46,16 @@ def hybrid_certified(
     ``exact_outputs``, ``exact_budget`` as ``maxk.proofs.cubic.cubic_certified``)."""
     c = counter if counter is not None else FlopCounter()
     variants = {v.name: v for v in SUBCUBIC_VARIANTS}
-    if base not in variants:
-        raise MaxkError(f"unknown subcubic base {base!r}: choose one of {', '.join(variants)}")
+    if base not in (*variants, COUPLED):
+        raise MaxkError(f"unknown subcubic base {base!r}: choose one of {', '.join((*variants, COUPLED))}")
     if cubic_top < 0:
         raise MaxkError(f"cubic_top must be at least 0, not {cubic_top}")
     n, k = model.cfg.n, model.cfg.k
     d = resolve(dist, n, k)
-    T = subcubic_thresholds(model, c, strategy="hybrid", **variants[base].settings)
+    if base == COUPLED:
+        T = coupled_thresholds(model, c, strategy="hybrid")
+    else:
+        T = subcubic_thresholds(model, c, strategy="hybrid", **variants[base].settings)
     top = min(cubic_top, n)
     tab = enclosed_tables(model, c) if top else None
     budget = None if exact_budget < 0 else exact_budget
@@ -69,7 +75,7 @@ def prove_hybrid(
     *,
     counter: FlopCounter,
     cubic_top: int = CUBIC_TOP,
-    base: str = "subcubic-split",
+    base: str = COUPLED,
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
 ) -> int:

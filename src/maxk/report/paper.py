@@ -28,7 +28,7 @@ FAMILIES = (
     Family("cubic", ("cubic",), "O(n^3 k^2)", (0.954, 0.008), 25.0),
     Family(
         "subcubic",
-        ("subcubic", "subcubic-svd", "subcubic-meandiff", "subcubic-split"),
+        ("subcubic", "subcubic-svd", "subcubic-meandiff", "subcubic-split", "subcubic-coupled"),
         "O(n^2 k^2 + n^2 d)",
         (0.70, 0.04),
         None,

@@ -108,7 +108,8 @@ def paper_table(runs: Runs) -> str:
         para(
             "Relative bound = certified lower bound / evaluated accuracy, per seed; a family's value per seed is "
             "the best bound among its members that ran (brute: brute; cubic: cubic; subcubic: subcubic, "
-            "subcubic-svd, subcubic-meandiff, subcubic-split; quadratic: attention-quadratic, direct-quadratic), "
+            "subcubic-svd, subcubic-meandiff, subcubic-split, subcubic-coupled; quadratic: attention-quadratic, "
+            "direct-quadratic), "
             "then mean ± std (sample) over seeds; FLOPs are the mean log2 count of that proof's verification. "
             "Where the accuracy is sampled (k ≥ 5 at paper sizes) the bound is normalised by the sampled "
             "accuracy, as the paper does. The paper's FLOPs for the subcubic and quadratic families are not "
