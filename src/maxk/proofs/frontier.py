@@ -18,7 +18,7 @@ from ..config import ModelConfig
 from ..results import ProofResult
 
 CUBIC_STEPS = ({"exact_outputs": 1, "exact_budget": 0.0}, {"exact_outputs": 2, "exact_budget": 0.5})
-COUPLED_RIVALS = (2, 4, 8)  # subcubic-coupled's exact_outputs on the frontier (its default is 0)
+COUPLED_RIVALS = (2, 4, 8, 16, 32)  # subcubic-coupled's exact_outputs on the frontier (its default is 0)
 
 
 def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, dict[str, Any]]]:
