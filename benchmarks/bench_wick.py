@@ -6,10 +6,14 @@ the inputs the model gets wrong (exact correctness), beside the first-order (mea
 explanation and the model's own confidence 1 − f(x); r2 = 1 − Var(f − W)/Var(f) and
 Var(f)/Var(f − W); and the time of `wick` over all 64^4 inputs against `maxk.evaluate` in the
 same run (goal: within 3x).
+Speed (k = 4, n = 64, uniform, every input): for the shipped model and the undertrained one,
+``--repeat`` alternating runs of `maxk.evaluate` and of `wick` in the same process, each run's
+seconds, the split of wick's time into the explanation and the per-input values, and the ratio
+wick / evaluate of every run (goal: within 3x).
 Part 2 (k = 10, n = 64, distinct): the time of W on 10^5 sampled inputs once the explanation
 is built (goal: within 1 s), beside the explanation's own time.
 
-    python benchmarks/bench_wick.py [--noised 5] [--no-k10]
+    python benchmarks/bench_wick.py [--noised 5] [--no-k10] [--repeat 3] [--speed-only]
 """
 
 from __future__ import annotations
@@ -61,6 +65,32 @@ def part1(n_noised: int) -> None:
         )
 
 
+def speed(repeat: int) -> None:
+    base = maxk.load("default")
+    models = [
+        ("shipped", base),
+        ("undertrained (300 steps)", trained_model(ModelConfig(64, 4, 32, 32), seed=1, steps=300)),
+    ]
+    print(f"\n{'model':26s} {'run':>3s} {'eval s':>7s} {'wick s':>7s} {'explain':>8s} {'values':>7s} {'ratio':>6s}")
+    for name, model in models:
+        tab = circuit_tables(model)
+        evaluate(tab)  # warm-up: first-call costs of either are not what is compared
+        ratios = []
+        for r in range(repeat):
+            ev = evaluate(tab)
+            t0 = time.perf_counter()
+            v = wick(tab)
+            tw = time.perf_counter() - t0
+            te = v.explanation.seconds
+            ratios.append(tw / ev.seconds)
+            print(
+                f"{name:26s} {r + 1:3d} {ev.seconds:7.2f} {tw:7.2f} {te:8.2f} {tw - te:7.2f} {ratios[-1]:6.2f}",
+                flush=True,
+            )
+            del v
+        print(f"{name:26s} ratio wick/evaluate: best {min(ratios):.2f}, worst {max(ratios):.2f} (goal <= 3)")
+
+
 def part2() -> None:
     model = trained_model(ModelConfig(64, 10, 32, 32), seed=0)
     tab = circuit_tables(model)
@@ -85,10 +115,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--noised", type=int, default=5)
     ap.add_argument("--no-k10", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per model in the speed table")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed table")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    part1(args.noised)
-    if not args.no_k10:
+    if not args.speed_only:
+        part1(args.noised)
+    speed(args.repeat)
+    if not args.no_k10 and not args.speed_only:
         part2()
 
 

@@ -8,17 +8,21 @@ attention output is then one stable blend
     A_h = lerp(MB[j, q], MA[A, q], σ(lseA − lseB)),   log D_h = logaddexp(lseA, lseB)
 
 (as in ``exact``), after which ``formula`` gives its Wick values. Inputs run in blocks of A rows,
-each written to its contiguous slice of the output arrays in lexicographic order (under
-``distinct`` the inputs with a repeated token are computed and dropped).
+shared among worker threads, each written to its contiguous slice of the output arrays in
+lexicographic order (under ``distinct`` the inputs with a repeated token are computed and
+dropped).
 Cost O(N·h·n) after O(n^k·h) for the group tables (memory n^k·h float64 numbers, ≤ 160 MB a
 head for n^k ≤ 2·10^7)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
 from ..flops import FlopCounter
+from ..torch_threads import single_threaded
 from .formula import (
     ELL,
     Buffers,
@@ -30,7 +34,7 @@ from .formula import (
     flops_per_input,
     reduce_wires,
 )
-from .rows import RowIndex, assign
+from .rows import RowIndex, assign_columns
 
 _TILE = 1 << 16  # numbers per [inputs, n] tile buffer (one query's inputs): 512 KB, in L2 on each core
 
@@ -68,6 +72,7 @@ def _block(
     ix: RowIndex,
     groups,
     tup: torch.Tensor,
+    top_a: torch.Tensor,
     a0: int,
     a1: int,
     distinct: bool,
@@ -75,47 +80,52 @@ def _block(
     x_dst: torch.Tensor,
     offset: int,
 ) -> None:
-    """Wick values of the inputs whose group-A tuple is in [a0, a1), written from ``offset``.
-    Inside the block the inputs run query-major, (q, A, j): a tile is one query's inputs (every
-    A and j of the block) and reads the rows of that query only, which stay in cache; everything
-    per input but the [inputs, n] passes is done once for the block. The results are transposed
-    to enumeration order, (A, j, q), when written."""
+    """Wick values of the inputs whose group-A tuple is in [a0, a1), written from ``offset``
+    (top_a [nA]: each tuple's largest token). Everything per input but the [inputs, n] passes is
+    done once for the block, in enumeration order (A, j, q), on token columns broadcast from the
+    tuples (no [inputs, k] array). The [inputs, n] passes run query-major: a tile is one query's
+    inputs (every A and j of the block) and reads the rows of that query only, which stay in
+    cache; the tiles' three reductions (and the rows' slots) are the only arrays transposed."""
     n, k = ix.n, ix.k
     H = len(groups)
     ia = a1 - a0
     g = ia * n  # inputs per tile: (A, j) for one query
     B = n * g
     ar = torch.arange(n)
-    x = torch.empty((n, ia, n, k), dtype=torch.int64)  # [q, A, j, position]
-    x[..., : k - 2] = tup[a0:a1][None, :, None, :]
-    x[..., k - 2] = ar[None, None, :]
-    x[..., k - 1] = ar[:, None, None]
-    x = x.view(B, k)
-    row, base = assign(ix, x)
-    m = x.amax(1)
+    js, qs = ar[None, :, None], ar[None, None, :]  # [A, j, q] broadcasting
+    shape = (ia, n, n)
+    tb = tup[a0:a1]
+    cols = [tb[:, i, None, None].expand(shape).reshape(B) for i in range(k - 2)]
+    cols += [js.expand(shape).reshape(B), qs.expand(shape).reshape(B)]
+    m = torch.maximum(torch.maximum(top_a[a0:a1, None, None], js), qs).reshape(B)
+    row, base = assign_columns(ix, cols, m)
     rc = row.clamp(min=0)
-    slot = tp.slot.index_select(0, rc)
+    slot = tp.slot.index_select(0, rc).view(g, n).T.contiguous()  # [q, (A, j)]
     red = Reductions(H, B)
     # per input and head: A's share of attention λ, log D, and the max's logit (the same lerp)
-    iA = ((torch.arange(a0, a1)[None, :, None] * n + ar[:, None, None]) * n).expand(n, ia, n).reshape(B)
-    iB = ((ar[None, None, :] * n + ar[:, None, None]) * n).expand(n, ia, n).reshape(B)
+    iA = ((torch.arange(a0, a1)[:, None, None] * n + qs) * n).expand(shape).reshape(B)
+    iB = ((js * n + qs) * n).expand(shape).reshape(B)
     lams = []
     for h, (MA, lseA, MB, lseB) in enumerate(groups):
-        la = lseA[a0:a1].T[:, :, None]  # [q, A, 1]
-        lb = lseB.T[:, None, :]  # [q, 1, j]
+        la = lseA[a0:a1, None, :]  # [A, 1, q]
+        lb = lseB[None]  # [1, j, q]
         lams.append(torch.sigmoid(la - lb).reshape(B))
-        torch.logaddexp(la, lb, out=red.logD[h].view(n, ia, n))
+        torch.logaddexp(la, lb, out=red.logD[h].view(shape))
         torch.lerp(MB.view(-1).index_select(0, iB + m), MA.view(-1).index_select(0, iA + m), lams[h], out=red.Am[h])
-    Lm = red.Am.sum(0)[:, None] if H > 1 else red.Am[0, :, None]
+    Lm = red.Am.sum(0) if H > 1 else red.Am[0]
     rho = torch.exp(red.logD - tp.scal[ELL : ELL + H].index_select(1, rc)) if H > 1 else None
     A = torch.empty((H, g, n), dtype=torch.float64)
     buf = Buffers(H, g, n)
+    tiles = Reductions(H, B)  # the tiles' reductions, query-major
     for q in range(n):
-        t0, t1 = q * g, (q + 1) * g
         for h, (MA, _, MB, _) in enumerate(groups):
-            lam = lams[h][t0:t1].view(ia, n, 1)
+            lam = lams[h].view(ia, n, n)[:, :, q, None]
             torch.lerp(MB[None, :, q], MA[a0:a1, q, None], lam, out=A[h].view(ia, n, n))
-        reduce_wires(tp, A, slot[t0:t1], Lm[t0:t1], None if rho is None else rho[:, t0:t1], red, t0, buf)
+        rho_q = None if rho is None else rho.view(H, g, n)[:, :, q]
+        reduce_wires(tp, A, slot[q], Lm.view(g, n)[:, q, None], rho_q, tiles, q * g, buf)
+    for name in ("pv", "c", "S"):  # to enumeration order
+        v = getattr(tiles, name)
+        getattr(red, name).copy_(v.view(*v.shape[:-1], n, g).transpose(-1, -2).reshape(v.shape))
 
     def logits_of(idx):
         L = 0.0
@@ -127,19 +137,25 @@ def _block(
     fix_correct(red, m, logits_of)
     res = combine(tp, red, row, base, m)
     res["stratum"] = row
-    if not distinct:  # write transposed to (A, j, q) order
+    if not distinct:
         for name, v in res.items():
-            dst[name][offset : offset + B].view(g, n).copy_(v.view(n, g).T)
-        x_dst[offset : offset + B].view(g, n, k).copy_(x.view(n, g, k).transpose(0, 1))
+            dst[name][offset : offset + B].copy_(v)
+        xv = x_dst[offset : offset + B].view(ia, n, n, k)  # [A, j, q, position]
+        for i in range(k - 2):
+            xv[..., i] = tb[:, i, None, None]
+        xv[..., k - 2] = js
+        xv[..., k - 1] = qs
         return
-    res = {name: v.view(n, g).T.reshape(B) for name, v in res.items()}
-    x = x.view(n, g, k).transpose(0, 1).reshape(B, k)
-    srt = x.sort(1).values
-    keep = (srt[:, 1:] != srt[:, :-1]).all(1)
-    c = int(keep.sum())
+    keep = torch.ones(B, dtype=torch.bool)
+    for i in range(k):
+        for j in range(i + 1, k):
+            keep &= cols[i] != cols[j]
+    pick = torch.nonzero(keep).squeeze(1)  # the block's inputs of k distinct tokens
+    c = pick.numel()
     for name, v in res.items():
-        dst[name][offset : offset + c] = v[keep]
-    x_dst[offset : offset + c] = x[keep]
+        dst[name][offset : offset + c] = v.index_select(0, pick)
+    for i in range(k):
+        x_dst[offset : offset + c, i] = cols[i].index_select(0, pick)
 
 
 def exhaustive_values(
@@ -153,14 +169,16 @@ def exhaustive_values(
 ) -> None:
     """Fill ``out`` (the value arrays [N]) and ``inputs`` [N, k] for every input in enumeration
     order (``distinct``: only inputs of k distinct tokens); FLOPs added to ``counter``. k ≥ 3.
-    Cost O(N·h·n) plus the group tables. The work is split between cores inside each torch
-    operation (``torch.get_num_threads()`` intra-op threads): blocks run one after the other,
-    their operations on ≥ 2¹⁶ numbers at a time
-    (measured on 2 cores: 1.7× faster than one core; worker threads over blocks, as in ``exact``,
-    gained only 1.35×, the many short operations serialising on the interpreter lock)."""
+    Cost O(N·h·n) plus the group tables. Blocks are shared among ``torch.get_num_threads()``
+    worker threads, each running torch in one thread (as ``exact`` does; each block writes its
+    own slice). Splitting every operation between cores instead (intra-op threads) was 1.7×
+    one core on an idle machine but collapses on a busy one, its threads waiting for each other
+    at every operation: measured with the load average at 9 on 2 cores, 230 s for every 64⁴
+    input against 16 s with worker threads (docs/wick.md)."""
     n, k = ix.n, ix.k
     groups, tup = _groups(tt, n, k)
     nA = tup.shape[0]
+    top_a = tup.amax(1)
     per_a = n * n
     if distinct:
         srt = tup.sort(1).values
@@ -174,8 +192,17 @@ def exhaustive_values(
     x_dst = torch.from_numpy(inputs)
     H = len(groups)
     counter.add(H * n * nA * (2 * (k - 2) * n + 4 * (k - 2)) + H * n * n * (6 * n + 8), "wick_group_tables")
-    with torch.inference_mode():
-        for a0 in range(0, nA, ia):
-            a1 = min(nA, a0 + ia)
-            _block(tp, ix, groups, tup, a0, a1, distinct, dst, x_dst, int(start[a0]))
-            counter.add((a1 - a0) * n * n * flops_per_input(H, n, k, forward=False), "wick_values")
+    spans = [(a0, min(nA, a0 + ia)) for a0 in range(0, nA, ia)]
+
+    def run(span: tuple[int, int]) -> None:
+        with torch.inference_mode():
+            _block(tp, ix, groups, tup, top_a, span[0], span[1], distinct, dst, x_dst, int(start[span[0]]))
+
+    if torch.get_num_threads() > 1 and len(spans) > 1:
+        with single_threaded() as workers, ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(run, spans):
+                pass
+    else:
+        for span in spans:
+            run(span)
+    counter.add(nA * n * n * flops_per_input(H, n, k, forward=False), "wick_values")

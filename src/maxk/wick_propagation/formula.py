@@ -191,36 +191,36 @@ def combine(
     stratum's where they have one, else their max's (first = second = 0). Cost O(b·h)."""
     H = red.pv.shape[0]
     sc = tp.scal.index_select(1, row.clamp(min=0))  # [5 + 2H, b]
-    rho = torch.exp(red.logD - sc[ELL : ELL + H])  # [H, b]
-    zt = red.Am - sc[ELL + H :] - red.pv  # v_hm − p·v_h
+    rho = torch.sub(red.logD, sc[ELL : ELL + H]).exp_()  # [H, b]
+    zt = torch.sub(red.Am, sc[ELL + H :]).sub_(red.pv)  # v_hm − p·v_h
     if H == 1:
         rho, zt, pv = rho[0], zt[0], red.pv[0]
         a = rho * zt
         b = rho * pv
-        dz = (rho - 1.0) * a
-        c = red.c * rho * rho
+        dz = (rho - 1.0).mul_(a)
+        c = torch.mul(red.c, rho).mul_(rho)
     else:
         a = (rho * zt).sum(0)
         b = (rho * red.pv).sum(0)
         dz = ((rho - 1.0) * rho * zt).sum(0)
         c = red.c
     first = sc[PM] * a
-    quad = sc[PM] * (a * a - c + b * b - 2.0 * dz)
-    second = torch.where(sc[SECOND] > 0, 0.5 * (quad - sc[TRACE]), 0.0)
+    quad = torch.mul(a, a).sub_(c).add_(b * b).sub_(dz, alpha=2.0).mul_(sc[PM])
+    second = torch.where(sc[SECOND] > 0, quad.sub_(sc[TRACE]).mul_(0.5), 0.0)
     constant = sc[EST]
     wick_first = sc[EST1] + first
-    if bool((row < 0).any()):
-        covered = row >= 0
-        bc = base.clamp(min=0)
-        has = base >= 0
-        fb = torch.where(has, tp.parent_est.index_select(0, bc), tp.max_est.index_select(0, m))
-        fb1 = torch.where(has, tp.parent_est1.index_select(0, bc), tp.max_est1.index_select(0, m))
-        first = torch.where(covered, first, 0.0)
-        second = torch.where(covered, second, 0.0)
-        constant = torch.where(covered, constant, fb)
-        wick_first = torch.where(covered, wick_first, fb1)
+    uncovered = torch.nonzero(row < 0).squeeze(1)
+    if uncovered.numel():  # (rare) their values are set one by one
+        bu, mu = base.index_select(0, uncovered), m.index_select(0, uncovered)
+        has, bc = bu >= 0, bu.clamp(min=0)
+        fb = torch.where(has, tp.parent_est.index_select(0, bc), tp.max_est.index_select(0, mu))
+        fb1 = torch.where(has, tp.parent_est1.index_select(0, bc), tp.max_est1.index_select(0, mu))
+        first.index_fill_(0, uncovered, 0.0)
+        second.index_fill_(0, uncovered, 0.0)
+        constant.index_copy_(0, uncovered, fb)
+        wick_first.index_copy_(0, uncovered, fb1)
     return dict(
-        wick=constant + first + second,
+        wick=torch.add(constant, first).add_(second),
         wick_first=wick_first,
         soft=red.S.reciprocal(),
         correct=red.correct,

@@ -207,16 +207,24 @@ def assign(ix: RowIndex, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     its heaviest heavy token (``uniform``); one without a base has more than ``max_copies``
     copies of its max. Cost O(N·k) integer operations and gathers (column by column: reductions
     over a short last axis are slow in torch)."""
+    return assign_columns(ix, list(x.T.contiguous()))
+
+
+def assign_columns(
+    ix: RowIndex, cols: list[torch.Tensor], m: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``assign`` of the inputs whose tokens at position i are cols[i] [N] (int64, contiguous),
+    given their maxima m [N] when known. Cost O(N·k) integer operations and gathers."""
     n, k = ix.n, ix.k
-    cols = [x[:, i] for i in range(k)]
-    m = cols[0].clone()
-    for c in cols[1:]:
-        torch.maximum(m, c, out=m)
+    if m is None:
+        m = cols[0].clone()
+        for c in cols[1:]:
+            torch.maximum(m, c, out=m)
     q = cols[k - 1]
     at_m = [c == m for c in cols[: k - 1]]
-    key = (m * n + q) << (k - 1)
+    key = torch.mul(m, n << (k - 1)).add_(q, alpha=1 << (k - 1))
     for i, a in enumerate(at_m):
-        key += a.long() << i
+        key.add_(a, alpha=1 << i)
     if ix.lookup is not None:
         base = ix.lookup.index_select(0, key)
     else:
