@@ -11,6 +11,7 @@ from .estimators.registry import ESTIMATORS, estimate
 from .exact import evaluate
 from .proofs.frontier import plot_frontier
 from .proofs.registry import prove_all
+from .proofs.subcubic_losses import loss_ladder
 from .report import report
 from .surprise import surprise
 from .surprise.render import rows_table, summary_lines
@@ -56,6 +57,13 @@ def run_demo(out_dir: str | Path) -> None:
     plot = out_dir / "frontier.png"
     plot_frontier(proofs, acc, plot, title="shipped model: proof FLOPs vs bound", frontier=True)
     console.print(f"  Pareto plot of bound against FLOPs: {plot}")
+    ladder = loss_ladder(model, "subcubic")
+    lost = ", ".join(f"{term} {share:.2f}" for term, share in sorted(ladder.shares().items(), key=lambda x: -x[1]))
+    console.print(
+        f"  where subcubic loses (share of the correct inputs it leaves uncertified, by the term that "
+        f"loses them; maxk.loss_ladder, docs/proofs.md): {lost}",
+        soft_wrap=False,
+    )
 
     truth = exact["uniform"].soft_accuracy
     table = Table(title=f"Heuristic estimates of soft accuracy (uniform inputs; exact {truth:.6f})")
