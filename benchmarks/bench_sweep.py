@@ -52,9 +52,9 @@ def compare_runners(args: argparse.Namespace) -> None:
         here = maxk.sweep(Path(tmp) / "here", **common)
         wall_here, cpu_here = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
-        no_dashboard: dict = {"dashboard_address": None}
+        local_http: dict = {"dashboard_address": "127.0.0.1:0"}  # a free port, not 8787
         cluster: Any = distributed.LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True, silence_logs=40, **no_dashboard
+            n_workers=args.workers, threads_per_worker=1, processes=True, silence_logs=40, **local_http
         )
         client: Any = distributed.Client(cluster)
         with cluster, client:

@@ -73,10 +73,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         return
     if workers is None or workers < 1:
         raise MaxkError(f"--workers must be at least 1, got {workers}")
-    no_dashboard: dict[str, Any] = {"dashboard_address": None}
+    # the scheduler always serves HTTP; on a free local port, never the default 8787 another
+    # cluster may hold (its "port in use" fallback warns, and a warning fails a strict caller)
+    local_http: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
     with (
         distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, silence_logs=40, **no_dashboard
+            n_workers=workers, threads_per_worker=1, processes=True, silence_logs=40, **local_http
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
