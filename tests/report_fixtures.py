@@ -39,7 +39,7 @@ from maxk.wick_propagation import wick
 from maxk.wick_propagation.summary import summarize
 
 #: (k, n, d_model, heads) of the two configurations, small enough that every input is enumerated;
-#: the two-head one makes the single-head strategies refuse, as they would in a real sweep
+#: the two-head one makes the single-head estimators refuse, as they would in a real sweep
 CONFIGS = ((3, 6, 8, 1), (3, 8, 8, 2))
 SEEDS = (0, 1, 2)
 STEPS = 300

@@ -73,11 +73,11 @@ def test_prove_errors_are_one_line(model_file, tmp_path):
     res = _run("prove", path, "--strategy", "nope")
     assert res.exit_code == 2 and "unknown proof strategy" in res.stderr
     multi = tmp_path / "multi.safetensors"
-    checkpoint.save(random_model(n=5, k=3, heads=2), multi)
-    res = _run("prove", str(multi), "--strategy", "subcubic")
+    checkpoint.save(random_model(n=5, k=3, d_model=6, d_head=2, heads=3), multi)
+    res = _run("prove", str(multi), "--strategy", "subcubic")  # per-head thresholds need 2^j heads
     assert res.exit_code == 2
-    assert res.stderr.count("\n") == 1 and "single-head" in res.stderr
-    assert _run("prove", str(multi), "--strategy", "cubic").exit_code == 0  # cubic handles several heads
+    assert res.stderr.count("\n") == 1 and "power-of-two" in res.stderr
+    assert _run("prove", str(multi), "--strategy", "cubic").exit_code == 0  # cubic handles any number
     res = _run("prove", str(tmp_path / "missing.safetensors"))
     assert res.exit_code == 2 and "no such file" in res.stderr
     res = _run("prove")

@@ -278,14 +278,73 @@ def test_trained_and_noised_trained_models_sound(trained_small):
         _check_all(adversarial(noised, 0))
 
 
-def test_multi_head_subcubic_gets_clear_error_cubic_and_brute_work():
-    model = random_model(n=5, k=3, heads=2)
-    with pytest.raises(MaxkError, match="single-head"):
+THRESHOLD_STRATEGIES = ("subcubic", "subcubic-svd", "subcubic-meandiff", "subcubic-split", "subcubic-coupled")
+
+
+def test_head_views_add_up_to_the_model():
+    """The one-head views (W_O times H) average to the model's logits on every input."""
+    from maxk.proofs.per_head import head_views
+
+    for heads in (2, 4):
+        model = random_model(n=6, k=3, d_model=8, d_head=4, heads=heads, seed=heads)
+        xs = all_sequences(6, 3)
+        views = [circuit_tables(v).logits(xs) for v in head_views(model)]
+        assert np.allclose(sum(views) / heads, circuit_tables(model).logits(xs), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(3, 9),
+    k=st.integers(2, 4),
+    heads=st.sampled_from([2, 4]),
+    seed=st.integers(0, 10**6),
+    noise=st.sampled_from([0.0, 0.05, 0.3]),
+    adv=st.booleans(),
+)
+def test_per_head_threshold_proofs_cover_only_correct_inputs(n, k, heads, seed, noise, adv):
+    """Several heads: every input the per-head thresholds (the minimum over the heads' views)
+    cover is correct, for every threshold strategy, on max-like models split over heads (and
+    random ones), adversarially near-tied or not; prove's count is exactly that set's size."""
+    from maxk.proofs.per_head import per_head_thresholds
+    from maxk.proofs.subcubic import SUBCUBIC_VARIANTS, subcubic_thresholds
+    from maxk.proofs.subcubic_coupled import coupled_thresholds
+
+    if n**k > 6000:
+        k = max(2, int(math.log(6000) / math.log(n)))
+    model = (
+        _split_heads(max_like_model(n, k, seed, noise), heads, seed)
+        if seed % 3
+        else random_model(n=n, k=k, d_model=8, d_head=4, heads=heads, seed=seed)
+    )
+    if adv:
+        model = adversarial(model, 0)
+    xs = all_sequences(n, k)
+    lg = circuit_tables(model).logits(xs)
+    mx, q = xs.max(1), xs[:, -1]
+    rows = np.arange(len(xs))
+    right = lg[rows, mx].copy()
+    lg[rows, mx] = -np.inf
+    correct = right > lg.max(1)
+    # the largest non-max token at a free position (-1: every free position holds the max)
+    nonmax_top = np.where(xs[:, :-1] == mx[:, None], -1, xs[:, :-1]).max(1)
+    variants = {v.name: v.settings for v in SUBCUBIC_VARIANTS}
+    for name in THRESHOLD_STRATEGIES:
+        if name == "subcubic-coupled":
+            T = per_head_thresholds(model, lambda v: coupled_thresholds(v, FlopCounter()))
+        else:
+            T = per_head_thresholds(model, lambda v, s=variants[name]: subcubic_thresholds(v, FlopCounter(), **s))
+        covered = (T[q, mx] >= -1) & (nonmax_top <= T[q, mx])
+        assert not (covered & ~correct).any(), (name, xs[covered & ~correct][:3])
+        assert prove(model, name).certified == int(covered.sum()), name
+
+
+def test_three_heads_are_refused_clearly():
+    """Per-head threshold proofs need W_O·H exact: a 3-head model is a declared refusal."""
+    model = random_model(n=5, k=3, d_model=6, d_head=2, heads=3)
+    with pytest.raises(MaxkError, match="power-of-two"):
         prove(model, "subcubic")
     names = [r.method for r in prove_all(model)]  # skips what it cannot do
-    assert "brute" in names and "cubic" in names and "subcubic" not in names
-    with pytest.raises(MaxkError, match="single-head"):
-        prove_all(model, strategies=["subcubic"], skip_refused=False)
+    assert "brute" in names and "cubic" in names and "subcubic" not in names and "hybrid" not in names
 
 
 @settings(max_examples=30, deadline=None)
@@ -307,10 +366,10 @@ def test_multi_head_cubic_certifies_only_correct_inputs(n, k, heads, seed, noise
         if seed % 3
         else random_model(n=n, k=k, d_model=6, d_head=3, heads=heads, seed=seed)
     )
-    from maxk.proofs.cubic import _multi_head_sets
+    from maxk.proofs.cubic import multi_head_sets
 
     tab = enclosed_tables(model)
-    assert assert_covers_only_correct(model, tab, dist, _multi_head_sets) == cubic_certified(tab, dist)
+    assert assert_covers_only_correct(model, tab, dist, multi_head_sets) == cubic_certified(tab, dist)
 
 
 def _split_heads(model, heads: int, seed: int) -> MaxKTransformer:

@@ -97,8 +97,8 @@ def test_registered_with_options_and_clear_errors():
         prove(model, "subcubic-coupled", exact_outputs=-1)
     with pytest.raises(MaxkError, match="EQKE bound"):
         prove(model, "subcubic-coupled", attention="nope")
-    with pytest.raises(MaxkError, match="single-head"):
-        prove(random_model(n=5, k=3, heads=2), "subcubic-coupled")
+    with pytest.raises(MaxkError, match="power-of-two"):
+        prove(random_model(n=5, k=3, d_model=6, d_head=2, heads=3), "subcubic-coupled")
 
 
 @settings(max_examples=40, deadline=None)

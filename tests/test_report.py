@@ -69,8 +69,9 @@ def test_load_runs_reads_every_seed_and_refusal(report_runs):
     assert runs.problems == [] and runs.manifest is not None
     two_heads = [c for c in runs.configs if c.cfg.n_heads == 2][0]
     for s in two_heads.seeds:
-        assert isinstance(s.proofs["subcubic"], Refusal) and "single-head" in s.proofs["subcubic"].reason
-        assert isinstance(s.proofs["brute"], ProofResult) and isinstance(s.proofs["cubic"], ProofResult)
+        assert isinstance(s.estimates["bins"], Refusal) and "single-head" in s.estimates["bins"].reason
+        for name in ("brute", "cubic", "subcubic", "subcubic-coupled", "hybrid"):  # several heads
+            assert isinstance(s.proofs[name], ProofResult), name
         assert s.wick is None
     for s in runs.seeds:
         assert s.relative_bound("brute") == pytest.approx(1.0)  # brute force certifies exactly the accuracy

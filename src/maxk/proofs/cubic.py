@@ -100,14 +100,14 @@ def cubic_certified(
     """Number of inputs of ``dist`` that the cubic proof certifies correct (an exact integer).
 
     ``model_or_tab``: a model (its tables are enclosed first, counted) or ``IntervalTables``.
-    Any number of heads (``_multi_head_sets``). ``exact_outputs`` (r), ``exact_budget``: see
+    Any number of heads (``multi_head_sets``). ``exact_outputs`` (r), ``exact_budget``: see
     ``certified_sets``
     (a negative budget: no limit). Cost: O(n³k²·(r + budget + log k))."""
     c = counter if counter is not None else FlopCounter()
     tab = _tables(model_or_tab, c)
     d = resolve(dist, tab.n, tab.k)
     budget = None if exact_budget < 0 else exact_budget
-    sets = certified_sets if tab.n_heads == 1 else _multi_head_sets
+    sets = certified_sets if tab.n_heads == 1 else multi_head_sets
     return sum(sets(tab, m, d, c, exact_outputs=exact_outputs, exact_budget=budget).count(c) for m in range(tab.n))
 
 
@@ -236,7 +236,7 @@ def certified_sets(
     Cost O(n²k²·(r + budget + log n)).
 
     ``head``, ``direct``: the certificate of one head of a multi-head model (its tables, with
-    ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``_multi_head_sets``)."""
+    ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``multi_head_sets``)."""
     n, k = tab.n, tab.k
     dist = get_distribution(dist)
     f = k - 1  # free positions 0..k-2; the query sits at k-1
@@ -438,9 +438,7 @@ def _head_thresholds(tab: IntervalTables, m: int, c: FlopCounter) -> tuple[np.nd
     return lam, total.min(axis=1) > 0
 
 
-def _multi_head_sets(
-    tab: IntervalTables, m: int, dist: str | Distribution, c: FlopCounter, **options
-) -> MaxCertificate:
+def multi_head_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: FlopCounter, **options) -> MaxCertificate:
     """The cubic proof for max token m of a model with several heads. Head h's share of the margin
     is A_h(o) = sum_i a_i^h u_h(x_i, i, o), a weighted mean; A_h > lam_h iff
     sum_i w_i^h (u_h - lam_h) > 0, which is the single-head margin with the direct path D

@@ -21,8 +21,9 @@ from __future__ import annotations
 from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from .cubic import EXACT_BUDGET, EXACT_OUTPUTS, certified_sets
+from .cubic import EXACT_BUDGET, EXACT_OUTPUTS, certified_sets, multi_head_sets
 from .enclose import enclosed_tables
+from .per_head import per_head_thresholds
 from .subcubic import SUBCUBIC_VARIANTS, subcubic_thresholds
 from .subcubic_coupled import coupled_thresholds
 
@@ -53,9 +54,10 @@ def hybrid_certified(
     n, k = model.cfg.n, model.cfg.k
     d = resolve(dist, n, k)
     if base == COUPLED:
-        T = coupled_thresholds(model, c, strategy="hybrid")
+        T = per_head_thresholds(model, lambda v: coupled_thresholds(v, c, strategy="hybrid"))
     else:
-        T = subcubic_thresholds(model, c, strategy="hybrid", **variants[base].settings)
+        settings = variants[base].settings
+        T = per_head_thresholds(model, lambda v: subcubic_thresholds(v, c, strategy="hybrid", **settings))
     top = min(cubic_top, n)
     tab = enclosed_tables(model, c) if top else None
     budget = None if exact_budget < 0 else exact_budget
@@ -63,7 +65,8 @@ def hybrid_certified(
     for m in range(n):
         sub = sum(d.count_below(k, m, q, int(T[q, m])) for q in range(m + 1) if T[q, m] >= -1)
         if tab is not None and m >= n - top:
-            cert = certified_sets(tab, m, d, c, exact_outputs=exact_outputs, exact_budget=budget)
+            sets = certified_sets if tab.n_heads == 1 else multi_head_sets
+            cert = sets(tab, m, d, c, exact_outputs=exact_outputs, exact_budget=budget)
             sub = max(sub, cert.count(c))
         total += sub
     return total

@@ -20,7 +20,7 @@ from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..exact import EXHAUSTIVE_LIMIT
 from ..flops import FlopCounter
-from ..registry import Refusal, Refused, Registry, multi_head
+from ..registry import Refusal, Refused, Registry
 from ..results import ProofResult
 from .brute import COST as BRUTE_COST
 from .brute import prove_brute
@@ -29,6 +29,7 @@ from .cubic import prove_cubic
 from .enclose import IntervalTables
 from .hybrid import COST as HYBRID_COST
 from .hybrid import prove_hybrid
+from .per_head import POWER_OF_TWO_HEADS
 from .subcubic import FINITE, SUBCUBIC_VARIANTS
 from .subcubic_coupled import COST as COUPLED_COST
 from .subcubic_coupled import prove_coupled
@@ -37,7 +38,6 @@ StrategyFn = Callable[..., int]
 
 STRATEGIES: Registry[StrategyFn] = Registry("proof strategy")
 
-_SINGLE_HEAD = multi_head("supports single-head models only (n_heads = 1); use --strategy brute for multi-head models")
 
 STRATEGIES.register(
     "brute",
@@ -58,20 +58,20 @@ STRATEGIES.register(
     summary="per (max, query, copies, token): worst arrangement, exact over outputs; any number of heads",
 )
 for _v in SUBCUBIC_VARIANTS:
-    STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(_SINGLE_HEAD, FINITE))
+    STRATEGIES.register(_v.name, _v.run, cost=_v.cost, summary=_v.summary, refuses=(POWER_OF_TWO_HEADS, FINITE))
 STRATEGIES.register(
     "subcubic-coupled",
     prove_coupled,
     cost=COUPLED_COST,
     summary="subcubic gaps, outputs checked per column (r rivals, two sides), far tokens in blocks, full EQKE",
-    refuses=(_SINGLE_HEAD, FINITE),
+    refuses=(POWER_OF_TWO_HEADS, FINITE),
 )
 STRATEGIES.register(
     "hybrid",
     prove_hybrid,
     cost=HYBRID_COST,
     summary="cubic for the cubic_top largest max tokens, subcubic for the rest (the frontier's knob)",
-    refuses=(_SINGLE_HEAD, FINITE),
+    refuses=(POWER_OF_TWO_HEADS, FINITE),
 )
 
 

@@ -65,6 +65,7 @@ from ..registry import Refusal, Refused
 from .common import require_single_head
 from .enclose import ETA, EXP_REL, Interval, add, exp, matmul_abs_up, mul_scalar, mul_upper, point, sub, up
 from .lowrank import abs_up, eqke_meandiff, eqke_svd, matmul_cs, qk_pieces, row_norms_up
+from .per_head import per_head_thresholds
 
 __all__ = [
     "SubcubicPieces",
@@ -505,7 +506,8 @@ class SubcubicVariant:
 
     def run(self, model, dist: Distribution, *, counter: FlopCounter) -> int:
         """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
-        return subcubic_certified(model, dist, counter, strategy=self.name, **self.settings)
+        T = per_head_thresholds(model, lambda m: subcubic_thresholds(m, counter, strategy=self.name, **self.settings))
+        return count_certified(T, model.cfg.k, resolve(dist, model.cfg.n, model.cfg.k))
 
 
 SUBCUBIC_VARIANTS = (

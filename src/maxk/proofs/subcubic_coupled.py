@@ -54,6 +54,7 @@ from ..registry import Refused
 from .common import require_single_head
 from .enclose import Interval, add, exp, mul_scalar, mul_upper, point, sub, up
 from .lowrank import eqke_meandiff, eqke_svd, matmul_cs, qk_pieces
+from .per_head import per_head_thresholds
 from .subcubic import FINITE, _exp_up, count_certified, margin_up, ov_tables, search_pairs, side_margins_up
 
 __all__ = ["COST", "EXACT_OUTPUTS", "NEAR_TOKENS", "coupled_thresholds", "prove_coupled"]
@@ -354,5 +355,10 @@ def prove_coupled(
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     d = resolve(dist, model.cfg.n, model.cfg.k)
-    T = coupled_thresholds(model, counter, exact_outputs=exact_outputs, near_tokens=near_tokens, attention=attention)
+    T = per_head_thresholds(
+        model,
+        lambda m: coupled_thresholds(
+            m, counter, exact_outputs=exact_outputs, near_tokens=near_tokens, attention=attention
+        ),
+    )
     return count_certified(T, model.cfg.k, d)
