@@ -62,6 +62,21 @@ def mc_mse(var_pop: np.ndarray, flops: np.ndarray, flops_per_input: float) -> np
     return np.asarray(var_pop, dtype=np.float64) / n
 
 
+def mc_reference(fam: dict, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Plain Monte Carlo's MSE (mean over the family's models) on a log grid of ``points`` FLOP
+    counts spanning the family's rows and budgets: (flops [points], mse [points]), the reference
+    line of the MSE-against-FLOPs plots. Empty when there are no rows or models."""
+    rows = fam["rows"]
+    if not rows or not fam["models"]:
+        return np.empty(0), np.empty(0)
+    lo = min(min(r["flops"] for r in rows), min(fam["budgets"]))
+    hi = max(max(r["flops"] for r in rows), max(fam["budgets"]))
+    grid = np.geomspace(lo, hi, points)
+    var = np.array([m["var_pop"] for m in fam["models"]], dtype=np.float64)
+    f = fam["mc_flops_per_input"]
+    return grid, np.array([float(np.mean(mc_mse(var, np.full(len(var), g), f))) for g in grid])
+
+
 def run_frontier(
     name: str,
     base: MaxKTransformer,
@@ -276,12 +291,8 @@ def plot_frontier(families: list[dict], path: str | os.PathLike) -> None:
             if pts:
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, np.maximum(y, 1e-16), marker="o", markersize=4, label=meth)
-        if rows and fam["models"]:
-            lo = min(min(r["flops"] for r in rows), min(fam["budgets"]))
-            hi = max(max(r["flops"] for r in rows), max(fam["budgets"]))
-            grid = np.geomspace(lo, hi, 60)
-            var = np.array([m["var_pop"] for m in fam["models"]])
-            mc = [float(np.mean(mc_mse(var, np.full(len(var), g), fam["mc_flops_per_input"]))) for g in grid]
+        grid, mc = mc_reference(fam)
+        if len(grid):
             ax.plot(grid, mc, "k--", linewidth=1.5, label="Monte Carlo (reference)")
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from ..errors import MaxkError
-from ..flops import FlopCounter
 from ..model import MaxKTransformer
 from ..registry import Refusal
 
@@ -38,7 +37,7 @@ POWER_OF_TWO_HEADS = Refusal(
 )
 
 
-def head_views(model: MaxKTransformer, counter: FlopCounter | None = None) -> list[MaxKTransformer]:
+def head_views(model: MaxKTransformer) -> list[MaxKTransformer]:
     """The one-head view of every head (module docstring): head h's attention weights, W_O times
     the number of heads H (exact: H must be a power of two, else MaxkError), the rest shared.
     Cost O(H·d_head·d_model)."""
@@ -58,8 +57,6 @@ def head_views(model: MaxKTransformer, counter: FlopCounter | None = None) -> li
         for p in view.parameters():
             p.requires_grad_(False)
         views.append(view)
-        if counter is not None:
-            counter.add(int(sd["blocks.0.attn.W_O"].numel()), "head view")
     return views
 
 

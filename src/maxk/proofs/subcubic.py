@@ -487,9 +487,10 @@ def subcubic_certified(
     model, dist: str | Distribution = "uniform", counter: FlopCounter | None = None, **settings
 ) -> int:
     """Certified count for ``dist``: ``count_certified`` of ``subcubic_thresholds(model, counter,
-    **settings)`` (same settings and cost)."""
+    **settings)`` (same settings and cost), taken head by head on several heads (``per_head``)."""
     d = resolve(dist, model.cfg.n, model.cfg.k)
-    return count_certified(subcubic_thresholds(model, counter, **settings), model.cfg.k, d)
+    T = per_head_thresholds(model, lambda m: subcubic_thresholds(m, counter, **settings))
+    return count_certified(T, model.cfg.k, d)
 
 
 FINITE = Refusal("needs finite enclosures of EQKE and EQKP (the weights are too large)")
@@ -506,8 +507,7 @@ class SubcubicVariant:
 
     def run(self, model, dist: Distribution, *, counter: FlopCounter) -> int:
         """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
-        T = per_head_thresholds(model, lambda m: subcubic_thresholds(m, counter, strategy=self.name, **self.settings))
-        return count_certified(T, model.cfg.k, resolve(dist, model.cfg.n, model.cfg.k))
+        return subcubic_certified(model, dist, counter, strategy=self.name, **self.settings)
 
 
 SUBCUBIC_VARIANTS = (

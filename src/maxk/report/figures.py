@@ -49,6 +49,16 @@ def log_x(ax: Axes) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _log_log(ax: Axes, ylabel: str, title: str) -> None:
+    """Finish a per-configuration panel of a quantity against FLOPs: both axes log, labelled."""
+    log_x(ax)
+    ax.set_yscale("log")
+    ax.set_xlabel(FLOPS_LABEL)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def _panels(fig: Figure, count: int) -> list[Axes]:
     cols = min(count, 3)
     rows = math.ceil(count / cols)
@@ -144,12 +154,7 @@ def error_vs_flops(runs: Runs, estimators: list[str]) -> str:
                 drew = True
         if not drew:
             ax.text(0.5, 0.5, "no estimator ran", transform=ax.transAxes, ha="center")
-        log_x(ax)
-        ax.set_yscale("log")
-        ax.set_xlabel(FLOPS_LABEL)
-        ax.set_ylabel("|estimate − soft accuracy| (probability, log scale)")
-        ax.set_title(f"{conf.label} ({len(conf.seeds)} seeds)", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_log(ax, "|estimate − soft accuracy| (probability, log scale)", f"{conf.label} ({len(conf.seeds)} seeds)")
     fig.suptitle("Heuristic estimators: error against compute, every estimator and seed")
     _legend(fig, axes)
     return data_uri(fig)
@@ -160,7 +165,7 @@ def estimator_frontier(families: list[dict], estimators: list[str]) -> str:
     estimator's RMSE over seeds against its mean FLOPs spent, one point per budget joined by a
     line, and plain Monte Carlo's RMSE at every FLOP count (dashed; from each seed's measured
     per-input variance). Log–log. Cost O(seeds·methods·budgets)."""
-    from ..estimators.frontier import mc_mse
+    from ..estimators.frontier import mc_reference
 
     sty = style(estimators)
     fig = figure(11, 3.8 * math.ceil(len(families) / 3) + 0.8)
@@ -173,21 +178,12 @@ def estimator_frontier(families: list[dict], estimators: list[str]) -> str:
                 xs, ys = zip(*pts, strict=True)
                 extra = sty.get(name, {"color": "gray", "marker": "."})
                 ax.plot(xs, [max(y, 1e-12) for y in ys], linewidth=1.2, markersize=5, label=name, **extra)
-        if rows:
-            lo = min(min(r["flops"] for r in rows), min(fam["budgets"]))
-            hi = max(max(r["flops"] for r in rows), max(fam["budgets"]))
-            grid = [lo * (hi / lo) ** (i / 59) for i in range(60)]
-            var = np.array([m["var_pop"] for m in fam["models"]], dtype=np.float64)
-            mc = [math.sqrt(float(mc_mse(var, np.full(len(var), g), fam["mc_flops_per_input"]).mean())) for g in grid]
-            ax.plot(grid, mc, "k--", linewidth=1.5, label="plain Monte Carlo at those FLOPs")
+        grid, mc = mc_reference(fam)
+        if len(grid):
+            ax.plot(grid, np.sqrt(mc), "k--", linewidth=1.5, label="plain Monte Carlo at those FLOPs")
         else:
             ax.text(0.5, 0.5, "no budgeted estimate ran", transform=ax.transAxes, ha="center")
-        log_x(ax)
-        ax.set_yscale("log")
-        ax.set_xlabel(FLOPS_LABEL)
-        ax.set_ylabel("RMSE over seeds (probability, log scale)")
-        ax.set_title(f"{fam['name']} ({len(fam['models'])} seeds)", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_log(ax, "RMSE over seeds (probability, log scale)", f"{fam['name']} ({len(fam['models'])} seeds)")
     fig.suptitle("Estimators at every compute budget: RMSE against FLOPs, beside Monte Carlo")
     _legend(fig, axes)
     return data_uri(fig)

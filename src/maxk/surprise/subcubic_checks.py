@@ -23,9 +23,10 @@ import numpy as np
 from ..distributions import Distribution
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from ..proofs.lowrank import eqke_meandiff, eqke_svd, qk_pieces
+from ..proofs.per_head import per_head_thresholds
 from ..proofs.registry import STRATEGIES
-from ..proofs.subcubic import SubcubicPieces, SubcubicVariant, certify_gaps, count_certified, ov_pieces
+from ..proofs.subcubic import SubcubicVariant, count_certified, subcubic_thresholds
+from ..registry import Refused
 from .checks import Check, rate_check
 from .prior import Prior
 
@@ -37,26 +38,14 @@ def variant_settings(name: str) -> dict | None:
 
 
 def thresholds(model, settings: dict) -> np.ndarray | None:
-    """T [n, n] as ``subcubic_certified(model, **settings)`` computes it; None if the enclosures
-    are not finite (the proof refuses). Cost: the proof's, O(n²·d + n²·k·log n)."""
+    """T [n, n] as ``subcubic_certified(model, **settings)`` computes it (through each head's view
+    on several heads); None if the enclosures are not finite (the proof refuses). Cost: the
+    proof's, O(n²·d + n²·k·log n) per head."""
     c = FlopCounter()
-    pieces = qk_pieces(model, c)
-    attention = settings.get("attention", "keydir")
-    if attention == "svd":
-        eqke = eqke_svd(pieces, settings.get("rank", 2), c)
-    else:
-        eqke = eqke_meandiff(pieces, c, key_direction=(attention == "keydir"))
-    W, D, Pv, empty, eqkp = ov_pieces(
-        model,
-        pieces.qt,
-        pieces.s,
-        c,
-        full_direct=(settings.get("direct", "full") == "full"),
-        split=settings.get("split", False),
-    )
-    if not all(np.all(np.isfinite(a)) for a in (eqke.lo, eqke.hi, eqkp.lo, eqkp.hi)):
+    try:
+        return per_head_thresholds(model, lambda v: subcubic_thresholds(v, c, **settings))
+    except Refused:
         return None
-    return certify_gaps(SubcubicPieces(eqke, eqkp, W, D, Pv, empty), c)
 
 
 def _key(eq: bool, a: int, q_in: bool) -> str:
