@@ -25,6 +25,7 @@ from ..flops import FlopCounter
 from ..torch_threads import single_threaded
 from .formula import (
     ELL,
+    UNSHIFTED_MAX,
     Buffers,
     Reductions,
     TorchPieces,
@@ -34,7 +35,7 @@ from .formula import (
     flops_per_input,
     reduce_wires,
 )
-from .rows import RowIndex, assign_columns
+from .rows import RowIndex, assign_columns, narrow
 
 _TILE = 1 << 16  # numbers per [inputs, n] tile buffer (one query's inputs): 512 KB, in L2 on each core
 
@@ -67,6 +68,13 @@ def _groups(tt: TorchTables, n: int, k: int):
     return out, tup
 
 
+def _unshifted(groups) -> bool:
+    """Whether every input's logits lie within ±``UNSHIFTED_MAX``: each head's attention output
+    is a convex combination of its group tables' rows, so Σ_h max |MA_h|, |MB_h| bounds them."""
+    bound = sum(max(float(MA.abs().max()), float(MB.abs().max())) for MA, _, MB, _ in groups)
+    return bound <= UNSHIFTED_MAX
+
+
 def _block(
     tp: TorchPieces,
     ix: RowIndex,
@@ -79,19 +87,22 @@ def _block(
     dst: dict[str, torch.Tensor],
     x_dst: torch.Tensor,
     offset: int,
+    unshifted: bool = False,
 ) -> None:
     """Wick values of the inputs whose group-A tuple is in [a0, a1), written from ``offset``
     (top_a [nA]: each tuple's largest token). Everything per input but the [inputs, n] passes is
     done once for the block, in enumeration order (A, j, q), on token columns broadcast from the
     tuples (no [inputs, k] array). The [inputs, n] passes run query-major: a tile is one query's
     inputs (every A and j of the block) and reads the rows of that query only, which stay in
-    cache; the tiles' three reductions (and the rows' slots) are the only arrays transposed."""
+    cache; the tiles' three reductions (and the rows' slots) are the only arrays transposed.
+    ``unshifted``: every logit is within ±``UNSHIFTED_MAX``, so the tiles sum e^(L_o) and the
+    block scales the sums by e^(−L_m) (one pass over [inputs, n] fewer)."""
     n, k = ix.n, ix.k
     H = len(groups)
     ia = a1 - a0
     g = ia * n  # inputs per tile: (A, j) for one query
     B = n * g
-    ar = torch.arange(n)
+    ar = torch.arange(n, dtype=tup.dtype)
     js, qs = ar[None, :, None], ar[None, None, :]  # [A, j, q] broadcasting
     shape = (ia, n, n)
     tb = tup[a0:a1]
@@ -102,6 +113,10 @@ def _block(
     rc = row.clamp(min=0)
     slot = tp.slot.index_select(0, rc).view(g, n).T.contiguous()  # [q, (A, j)]
     red = Reductions(H, B)
+    out = None
+    if not distinct:  # the block's outputs are a contiguous slice: computed in place
+        out = {name: v[offset : offset + B] for name, v in dst.items() if name not in ("correct", "stratum")}
+        red.correct = dst["correct"][offset : offset + B]
     # per input and head: A's share of attention λ, log D, and the max's logit (the same lerp)
     iA = ((torch.arange(a0, a1)[:, None, None] * n + qs) * n).expand(shape).reshape(B)
     iB = ((js * n + qs) * n).expand(shape).reshape(B)
@@ -117,15 +132,19 @@ def _block(
     A = torch.empty((H, g, n), dtype=torch.float64)
     buf = Buffers(H, g, n)
     tiles = Reductions(H, B)  # the tiles' reductions, query-major
+    lam_q = [lam.view(ia, n, n).permute(2, 0, 1).contiguous() for lam in lams]  # [q, A, j]
+    Lm_q = None if unshifted else Lm.view(g, n).T.contiguous()
     for q in range(n):
         for h, (MA, _, MB, _) in enumerate(groups):
-            lam = lams[h].view(ia, n, n)[:, :, q, None]
-            torch.lerp(MB[None, :, q], MA[a0:a1, q, None], lam, out=A[h].view(ia, n, n))
+            torch.lerp(MB[None, :, q], MA[a0:a1, q, None], lam_q[h][q, :, :, None], out=A[h].view(ia, n, n))
         rho_q = None if rho is None else rho.view(H, g, n)[:, :, q]
-        reduce_wires(tp, A, slot[q], Lm.view(g, n)[:, q, None], rho_q, tiles, q * g, buf)
+        Lm_t = None if Lm_q is None else Lm_q[q, :, None]
+        reduce_wires(tp, A, slot[q], Lm_t, rho_q, tiles, q * g, buf)
     for name in ("pv", "c", "S"):  # to enumeration order
         v = getattr(tiles, name)
         getattr(red, name).copy_(v.view(*v.shape[:-1], n, g).transpose(-1, -2).reshape(v.shape))
+    if unshifted:
+        red.S.mul_(torch.neg(Lm).exp_())
 
     def logits_of(idx):
         L = 0.0
@@ -135,11 +154,10 @@ def _block(
         return L
 
     fix_correct(red, m, logits_of)
-    res = combine(tp, red, row, base, m)
+    res = combine(tp, red, row, base, m, out)
     res["stratum"] = row
     if not distinct:
-        for name, v in res.items():
-            dst[name][offset : offset + B].copy_(v)
+        dst["stratum"][offset : offset + B].copy_(row)
         xv = x_dst[offset : offset + B].view(ia, n, n, k)  # [A, j, q, position]
         for i in range(k - 2):
             xv[..., i] = tb[:, i, None, None]
@@ -178,6 +196,9 @@ def exhaustive_values(
     n, k = ix.n, ix.k
     groups, tup = _groups(tt, n, k)
     nA = tup.shape[0]
+    ix32 = narrow(ix)
+    if ix32 is not None:  # token columns, maxima and rows in int32: half the bytes to move
+        ix, tup = ix32, tup.to(torch.int32)
     top_a = tup.amax(1)
     per_a = n * n
     if distinct:
@@ -194,9 +215,11 @@ def exhaustive_values(
     counter.add(H * n * nA * (2 * (k - 2) * n + 4 * (k - 2)) + H * n * n * (6 * n + 8), "wick_group_tables")
     spans = [(a0, min(nA, a0 + ia)) for a0 in range(0, nA, ia)]
 
+    unshifted = _unshifted(groups)
+
     def run(span: tuple[int, int]) -> None:
         with torch.inference_mode():
-            _block(tp, ix, groups, tup, top_a, span[0], span[1], distinct, dst, x_dst, int(start[span[0]]))
+            _block(tp, ix, groups, tup, top_a, span[0], span[1], distinct, dst, x_dst, int(start[span[0]]), unshifted)
 
     if torch.get_num_threads() > 1 and len(spans) > 1:
         with single_threaded() as workers, ThreadPoolExecutor(workers) as pool:

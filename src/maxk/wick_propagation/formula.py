@@ -128,13 +128,14 @@ class Buffers:
     def __init__(self, H: int, b: int, n: int):
         self.G = torch.empty((b, H + 1, n), dtype=torch.float64)  # gathered p and R_h rows
         self.u = torch.empty((b, n), dtype=torch.float64) if H > 1 else None
+        self.ones = torch.ones(n, dtype=torch.float64)  # row sums as matrix-vector products
 
 
 def reduce_wires(
     tp: TorchPieces,
     A: torch.Tensor,
     rc: torch.Tensor,
-    Lm: torch.Tensor,
+    Lm: torch.Tensor | None,
     rho: torch.Tensor | None,
     red: Reductions,
     s0: int,
@@ -142,18 +143,21 @@ def reduce_wires(
 ) -> None:
     """Fill red.pv, red.c and red.S at [s0, s0 + b) from the wires A [h, b, n] (overwritten), the
     rows' slots in ``tp.PR`` rc [b] (``tp.slot`` of rows ≥ 0), the logit of the max Lm [b, 1] and,
-    with several heads, ρ_h [h, b]: with one head 7 passes over [b, n] (3 more a further head) and
-    one gather. Cost O(b·h·n)."""
+    with several heads, ρ_h [h, b]: with one head 6 passes over [b, n] (3 more a further head),
+    one gather and three matrix-vector products (the row sums). ``Lm=None`` (the caller knows
+    every logit lies within ±``UNSHIFTED_MAX``) leaves red.S = Σ_o e^(L_o) unshifted, one pass
+    fewer, for the caller to scale by e^(−L_m). Cost O(b·h·n)."""
     H, b, n = A.shape
     sl = slice(s0, s0 + b)
     G = buf.G[:b]
+    ones = buf.ones
     torch.index_select(tp.PR, 0, rc, out=G)  # [b, H + 1, n]: p, R_0, ..
     P = G[:, 0]
     if H == 1:
         L = A[0]
         v = torch.sub(L, G[:, 1], out=G[:, 1])
-        torch.sum(P.mul_(v), 1, out=red.pv[0, sl])
-        torch.sum(P.mul_(v), 1, out=red.c[sl])
+        torch.mv(P.mul_(v), ones, out=red.pv[0, sl])
+        torch.mv(P.mul_(v), ones, out=red.c[sl])
     else:
         assert rho is not None and buf.u is not None
         u = buf.u[:b].zero_()
@@ -166,7 +170,13 @@ def reduce_wires(
         for h in range(1, H):
             L.add_(A[h])
     # the model's probability on the max is 1/S, S = Σ_o e^(L_o − L_m) (the max's own term is 1)
-    torch.sum(L.sub_(Lm).exp_(), 1, out=red.S[sl])
+    if Lm is not None:
+        L.sub_(Lm)
+    torch.mv(L.exp_(), ones, out=red.S[sl])
+
+
+UNSHIFTED_MAX = 340.0  # |logits| up to this: e^L, e^(−L_m) and n·e^680 (their largest product)
+# stay finite in float64 for any n below 10^12, and Σ_o e^(L_o) ≥ e^(−340) stays normal
 
 
 def fix_correct(red: Reductions, m: torch.Tensor, logits_of) -> None:
@@ -177,18 +187,25 @@ def fix_correct(red: Reductions, m: torch.Tensor, logits_of) -> None:
     band = torch.nonzero(~red.correct).squeeze(1)
     if band.numel():
         L = logits_of(band)
-        mb = m[band, None]
+        mb = m[band, None].long()
         Lm = L.gather(1, mb).squeeze(1)
         red.correct[band] = Lm > L.scatter_(1, mb, -torch.inf).amax(1)
 
 
 def combine(
-    tp: TorchPieces, red: Reductions, row: torch.Tensor, base: torch.Tensor, m: torch.Tensor
+    tp: TorchPieces,
+    red: Reductions,
+    row: torch.Tensor,
+    base: torch.Tensor,
+    m: torch.Tensor,
+    out: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per input of a block: wick, wick_first, soft, correct, constant, first, second [b], from its
-    reductions, row [b] (−1: none), base stratum [b] (−1: none) and max m [b]. Inputs without a
+    reductions, row [b] (−1: none), base stratum [b] (−1: none) and max m [b]; written into the
+    arrays [b] of ``out`` that it names (a copy pass fewer each), else new. Inputs without a
     row get the estimate of the group whose weights were renormalised over them: their base
     stratum's where they have one, else their max's (first = second = 0). Cost O(b·h)."""
+    o = {} if out is None else out
     H = red.pv.shape[0]
     sc = tp.scal.index_select(1, row.clamp(min=0))  # [5 + 2H, b]
     rho = torch.sub(red.logD, sc[ELL : ELL + H]).exp_()  # [H, b]
@@ -204,11 +221,12 @@ def combine(
         b = (rho * red.pv).sum(0)
         dz = ((rho - 1.0) * rho * zt).sum(0)
         c = red.c
-    first = sc[PM] * a
+    first = torch.mul(sc[PM], a, out=o.get("first"))
     quad = torch.mul(a, a).sub_(c).add_(b * b).sub_(dz, alpha=2.0).mul_(sc[PM])
-    second = torch.where(sc[SECOND] > 0, quad.sub_(sc[TRACE]).mul_(0.5), 0.0)
-    constant = sc[EST]
-    wick_first = sc[EST1] + first
+    zero = torch.zeros((), dtype=torch.float64)
+    second = torch.where(sc[SECOND] > 0, quad.sub_(sc[TRACE]).mul_(0.5), zero, out=o.get("second"))
+    constant = o["constant"].copy_(sc[EST]) if "constant" in o else sc[EST]
+    wick_first = torch.add(sc[EST1], first, out=o.get("wick_first"))
     uncovered = torch.nonzero(row < 0).squeeze(1)
     if uncovered.numel():  # (rare) their values are set one by one
         bu, mu = base.index_select(0, uncovered), m.index_select(0, uncovered)
@@ -220,10 +238,10 @@ def combine(
         constant.index_copy_(0, uncovered, fb)
         wick_first.index_copy_(0, uncovered, fb1)
     return dict(
-        wick=torch.add(constant, first).add_(second),
+        wick=torch.add(constant, first, out=o.get("wick")).add_(second),
         wick_first=wick_first,
-        soft=red.S.reciprocal(),
-        correct=red.correct,
+        soft=torch.reciprocal(red.S, out=o.get("soft")),
+        correct=o["correct"].copy_(red.correct) if "correct" in o else red.correct,
         constant=constant,
         first=first,
         second=second,

@@ -17,7 +17,7 @@ max among the free positions (no base stratum; the weights are renormalised with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -201,6 +201,24 @@ class RowIndex:
         )
 
 
+def narrow(ix: RowIndex) -> RowIndex | None:
+    """``ix`` with int32 tables, when base strata are looked up in the dense table and every
+    index ``assign_columns`` forms fits in int32 (then, given int32 token columns, its results
+    are int32 and its passes move half the bytes); else None."""
+    fits = ix.lookup is not None and max(len(ix.none_row) * ix.n, ix.heavy_row.numel(), ix.lookup.numel()) < 2**31
+    if not fits:
+        return None
+    i32 = torch.int32
+    assert ix.lookup is not None
+    return replace(
+        ix,
+        lookup=ix.lookup.to(i32),
+        rank=ix.rank.to(i32),
+        none_row=ix.none_row.to(i32),
+        heavy_row=ix.heavy_row.to(i32),
+    )
+
+
 def assign(ix: RowIndex, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The row of every input x [N, k] (int64 torch): (row [N], −1 = no row; base [N], the base
     stratum, −1 = none), int64. An input without a row but with a base holds two or more copies of
@@ -213,8 +231,9 @@ def assign(ix: RowIndex, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def assign_columns(
     ix: RowIndex, cols: list[torch.Tensor], m: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``assign`` of the inputs whose tokens at position i are cols[i] [N] (int64, contiguous),
-    given their maxima m [N] when known. Cost O(N·k) integer operations and gathers."""
+    """``assign`` of the inputs whose tokens at position i are cols[i] [N] (int64, contiguous;
+    or int32 with a ``narrow`` index, and then (row, base) are int32), given their maxima m [N]
+    when known. Cost O(N·k) integer operations and gathers."""
     n, k = ix.n, ix.k
     if m is None:
         m = cols[0].clone()
