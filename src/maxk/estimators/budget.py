@@ -21,9 +21,9 @@ take the last one that fits:
   calibration runs are cached per (method, distribution, shape, settings) and are planning, not
   part of any estimate's FLOPs.
 
-``wick-residual`` climbs a ladder of explanation settings (mean propagation without heavy tokens,
-then covariance propagation with 1, 4 and the default 12 heavy tokens): the richest whose probed
-cost leaves 40% of the budget to sample with; the run then measures what its explanation counted
+``wick-residual`` climbs a ladder of explanation settings (the top-two cell explanation with more
+cells, then covariance propagation with 1, 4 and the default 12 heavy tokens): the richest that
+leaves enough of the budget to sample with; the run then measures what its explanation counted
 and spends the rest on inputs (its option ``flops``), so it never counts more than the budget.
 
 A budget below a method's cheapest setting is a ``MaxkError`` naming that setting's cost.
@@ -45,8 +45,10 @@ from ..flops import FlopCounter
 from ..wick_propagation import explain
 from ..wick_propagation.formula import flops_per_input as wick_flops_per_input
 from . import coarse
+from .allocated import allocated_cost
 from .bins import bins, mean
 from .cumulant import cumulant
+from .residual_cells import COMPETITORS, cell_input_flops, explain_cells
 from .sampling import strata_weights
 from .systematic import _CHUNK as SYSTEMATIC_CHUNK
 
@@ -159,13 +161,21 @@ N_CONTROLS = 3  # the controls "auto" compares on its pilot (``wick_residual.CON
 
 
 def residual_flops_bound(
-    tables: CircuitTables, dist: Distribution, samples: int, design: str, levels: int, control: str
+    tables: CircuitTables,
+    dist: Distribution,
+    samples: int,
+    design: str,
+    levels: int,
+    control: str,
+    per_input: int | None = None,
+    n_controls: int = N_CONTROLS,
 ) -> int:
     """An upper bound on the FLOPs ``wick_residual`` counts after its explanation is built:
     ``samples`` inputs (a tenth of them the pilot of control "auto") placed by ``design`` and
-    through the Wick values, the pilot's comparison, the reductions and the spread. Exact but
-    for the systematic placement (bounded). Cost O(samples / 8192)."""
-    fpi = wick_flops_per_input(tables.n_heads, tables.n, tables.k)
+    through f and the control (``per_input`` FLOPs each; default the cumulant explanation's Wick
+    values), the pilot's comparison of ``n_controls`` controls, the reductions and the spread.
+    Exact but for the systematic placement (bounded). Cost O(samples / 8192)."""
+    fpi = per_input or wick_flops_per_input(tables.n_heads, tables.n, tables.k)
     syst = design == "systematic"
 
     def draw(s: int) -> int:  # inputs placed and through the Wick values, their spread
@@ -174,25 +184,47 @@ def residual_flops_bound(
     pilot = samples // 10 if control == "auto" else 0
     total = draw(samples - pilot) + 3 * (samples - pilot)
     if pilot:
-        total += draw(pilot) + (N_CONTROLS - 1) * (3 * (pilot // 2) if syst else 0) + 3 * N_CONTROLS * pilot
+        total += draw(pilot) + (n_controls - 1) * (3 * (pilot // 2) if syst else 0) + 3 * n_controls * pilot
     return total
 
 
-# the explanation settings of ``wick-residual``, cheapest first: mean propagation without heavy
-# tokens, then covariance propagation with the cumulant's heavy-token caps. Covariance propagation
-# without heavy tokens was tried and dropped: on noised k = 10 models its second-order Wick terms
-# explode (pilot spread 0.46-0.94 against 0.003 for the constant) and its first-order values are
-# mean propagation's, at 4x the cost
+# the explanation settings of ``wick-residual``, cheapest first: the top-two cell explanation
+# (``residual_cells``; the 2·10^4 and 6·10^4 most probable cells, then every cell, reading 2, 4, 4
+# and 8 competitor outputs: 4.0·10^6, 1.2·10^7, 2.6·10^7 and 3.9·10^7 FLOPs at n = 64, k = 10),
+# then covariance propagation with the cumulant's heavy-token caps. Mean propagation without heavy
+# tokens (order 1, 2.3–2.8·10^8 FLOPs at k = 10) was the cheapest rung before the cells and is
+# dropped: it explained nothing the systematic design does not (docs/estimators.md). Covariance
+# propagation without heavy tokens was tried and dropped: on noised k = 10 models its second-order
+# Wick terms explode (pilot spread 0.46-0.94 against 0.003 for the constant) and its first-order
+# values are mean propagation's
 RESIDUAL_RUNGS: tuple[Rung, ...] = (
-    {"order": 1, "max_heavy": 0},
+    {"explanation": "cells", "cells": 20_000, "competitors": 2},
+    {"explanation": "cells", "cells": 60_000, "competitors": 4},
+    {"explanation": "cells", "competitors": 4},
+    {"explanation": "cells", "competitors": 8},
     {"max_heavy": 1},
     {"max_heavy": 4},
     {},
 )
 RESIDUAL_SAMPLING_SHARE = 0.4  # the least share of the budget left for sampled inputs (see docs)
+CELLS_SHARE = 0.45  # the most of the budget a cell explanation (exact cost) may take, but the cheapest
 
 
 RESIDUAL_MARGIN = 2.5  # planned explanation cost / its probe (measured up to 1.94x, n = 64, k = 10)
+
+
+def _is_cells(rung: Rung) -> bool:
+    return rung.get("explanation") == "cells"
+
+
+def _rung_per_input(tables: CircuitTables, dist: Distribution, rung: Rung) -> tuple[int | None, int]:
+    """(FLOPs of one input's f and control, controls the pilot compares) under ``rung``."""
+    if not _is_cells(rung):
+        return None, N_CONTROLS
+    w = cell_input_flops(
+        tables, dist, rung.get("cells", 0) or None, rung.get("competitors", COMPETITORS), rung.get("first_order", False)
+    )
+    return per_input_flops(tables) + w, 2
 
 
 def explanation_flops(tables: CircuitTables, dist: Distribution, rung: Rung) -> int:
@@ -200,7 +232,16 @@ def explanation_flops(tables: CircuitTables, dist: Distribution, rung: Rung) -> 
     (with heavy tokens, plus the run without them, as for full ``cumulant``). Not a bound: the
     direct summation of badly conditioned populations depends on the weights (measured 1.2–1.94×
     this on random and noised models), which is why ``wick_residual`` measures its explanation
-    and sizes its sample from what is left. Cached."""
+    and sizes its sample from what is left. The cell explanation's cost is exact (it does not
+    depend on the weights: ``cell_flops``). Cached."""
+    if _is_cells(rung):
+        return cell_flops(
+            tables,
+            dist,
+            rung.get("cells", 0) or None,
+            rung.get("competitors", COMPETITORS),
+            rung.get("first_order", False),
+        )
     key = ("explain", dist.name, tables.cfg, tuple(sorted(rung.items())))
     if key not in _PROBES:
         counter = FlopCounter()
@@ -211,27 +252,56 @@ def explanation_flops(tables: CircuitTables, dist: Distribution, rung: Rung) -> 
     return _PROBES[key]
 
 
+def cell_flops(
+    tables: CircuitTables, dist: Distribution, max_cells: int | None, competitors: int, first_order: bool = False
+) -> int:
+    """The FLOPs ``residual_cells.explain_cells`` counts with these settings: a function of
+    (distribution, shape, settings) only, not of the weights (a test checks it), so measured once
+    on the all-zero tables of this shape and cached. Cost: one run of the explanation."""
+    key = ("cells", dist.name, tables.cfg, max_cells, competitors, first_order)
+    if key not in _PROBES:
+        counter = FlopCounter()
+        explain_cells(
+            zero_tables(tables),
+            dist,
+            counter=counter,
+            max_cells=max_cells,
+            competitors=competitors,
+            first_order=first_order,
+        )
+        _PROBES[key] = counter.total
+    return _PROBES[key]
+
+
 def _plan_residual(tables: CircuitTables, dist: Distribution, budget: float) -> Plan:
-    """The richest explanation whose probed cost leaves at least ``RESIDUAL_SAMPLING_SHARE`` of
-    the budget to sample with (the cheapest one if it fits at all: ``RESIDUAL_MARGIN`` times its
-    probe plus 20 inputs), the systematic design at the most levels (of 3, 2, 1) that keep nine
-    tenths of one level's inputs; the run spends the rest of the budget on inputs (option
-    ``flops``), so its counted FLOPs never exceed the budget."""
+    """The richest explanation that fits: a cell explanation whose exact cost is at most
+    ``CELLS_SHARE`` of the budget (the cheapest one if it and 20 inputs fit at all), a cumulant one
+    whose probed cost leaves at least ``RESIDUAL_SAMPLING_SHARE`` of the budget to sample with
+    (``RESIDUAL_MARGIN`` times its probe plus 20 inputs must fit); the systematic design at the
+    most levels (of 3, 2, 1) that keep nine tenths of one level's inputs. The run spends the rest
+    of the budget on inputs (option ``flops``), so its counted FLOPs never exceed the budget."""
     best: Plan | None = None
     cheapest = math.inf
     for rung in RESIDUAL_RUNGS:
         f_expl = explanation_flops(tables, dist, rung)
-        need = RESIDUAL_MARGIN * f_expl + residual_flops_bound(tables, dist, 20, "systematic", 1, "auto")
+        per_input, n_controls = _rung_per_input(tables, dist, rung)
+
+        def bound(s: int, levels: int, per_input=per_input, n_controls=n_controls) -> int:
+            return residual_flops_bound(tables, dist, s, "systematic", levels, "auto", per_input, n_controls)
+
+        cells = _is_cells(rung)
+        need = (1.0 if cells else RESIDUAL_MARGIN) * f_expl + bound(20, 1)
         cheapest = min(cheapest, need)
-        if need > budget or f_expl > (1 - RESIDUAL_SAMPLING_SHARE) * budget and best is not None:
+        share = CELLS_SHARE if cells else 1 - RESIDUAL_SAMPLING_SHARE
+        if need > budget and not cells:
+            break  # the cumulant rungs cost more the later they come: none after this one fits
+        if need > budget or f_expl > share * budget and best is not None:
             continue
         left = budget - f_expl
-        start = int(left // wick_flops_per_input(tables.n_heads, tables.n, tables.k)) + 1
+        start = int(left // (per_input or wick_flops_per_input(tables.n_heads, tables.n, tables.k))) + 1
 
-        def fits(levels: int, left: float = left, start: int = start) -> int:
-            return most_samples(
-                lambda s: residual_flops_bound(tables, dist, s, "systematic", levels, "auto"), left, start
-            )
+        def fits(levels: int, left: float = left, start: int = start, bound=bound) -> int:
+            return most_samples(lambda s: bound(s, levels), left, start)
 
         one = fits(1)
         levels = next(lev for lev in (3, 2, 1) if lev == 1 or fits(lev) >= 0.9 * one)
@@ -287,9 +357,49 @@ _FULL_RUN = {"mean": mean, "bins": bins, "cumulant": cumulant}  # the registered
 _PROBES: dict[tuple, int] = {}
 
 
+# the settings of ``allocated``, cheapest first, each with the laws it is for: "G/S/H/K@mass" tiers
+# (``allocated.parse_tiers``), conditioning added rung by rung (measured on 10 noised models per
+# family: docs/estimators.md, "allocated"). Rungs with position groups (G or S > 1) need a law
+# without repeated tokens; under laws with repeats (where they cannot run) the ladder adds heavy
+# tokens and outputs to the (m, q) rows instead
+_ANY, _NO_REPEATS, _REPEATS = "any", "no repeats", "repeats"
+_ALLOCATED: tuple[tuple[Rung, str], ...] = (
+    ({"strata": "max", "outputs": 4}, _ANY),
+    ({"tiers": "1/1/1/4"}, _ANY),
+    ({"tiers": "1/1/2/4@0.99,1/1/1/4"}, _ANY),
+    ({"tiers": "2/2/2/4@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "1/1/4/16@0.99,1/1/1/4"}, _REPEATS),
+    ({"tiers": "2/2/3/4@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "3/2/3/4@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "3/2/4/4@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "1/1/4/all@0.999,1/1/1/4"}, _REPEATS),
+    ({"tiers": "4/2/4/4@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "4/2/4/8@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "1/1/8/all@0.999,1/1/2/4"}, _REPEATS),
+    ({"tiers": "1/1/12/all@0.9999,1/1/4/16"}, _REPEATS),
+    ({"tiers": "9/3/6/8@0.8,4/2/4/8@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "1/1/24/all@0.99999,1/1/8/all"}, _REPEATS),
+    ({"tiers": "9/4/6/16@0.8,4/2/4/8@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "9/9/6/8@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "9/9/8/16@0.99,1/1/1/4"}, _NO_REPEATS),
+    ({"tiers": "9/9/12/16@0.999,4/2/4/8"}, _NO_REPEATS),
+)
+
+
+def _allocated_rungs(dist: Distribution | None) -> tuple[Rung, ...]:
+    """``allocated``'s rungs for ``dist`` (every rung for None)."""
+    if dist is None:
+        return tuple(r for r, _ in _ALLOCATED)
+    own = _REPEATS if dist.allows_repeats else _NO_REPEATS
+    return tuple(r for r, laws in _ALLOCATED if laws in (_ANY, own))
+
+
 def ladder(method: str, dist: Distribution | None = None) -> list[Rung]:
     """The settings ``plan`` chooses among for a propagation method, cheapest first (under
-    ``dist``: without the "positions" rungs where tokens can repeat; see ``_GRID``)."""
+    ``dist``: without the "positions" rungs where tokens can repeat; see ``_GRID``; for
+    ``allocated`` without its position groups there)."""
+    if method == "allocated":
+        return [dict(r) for r in _allocated_rungs(dist)]
     coarse_rungs = _COARSE[method]
     if dist is not None and dist.allows_repeats:
         coarse_rungs = tuple(r for r in coarse_rungs if r["strata"] != "positions")
@@ -312,6 +422,8 @@ def rung_flops(method: str, tables: CircuitTables, dist: Distribution, rung: Run
     """FLOPs ``method`` counts with the options ``rung`` (an upper bound for full ``cumulant``;
     see the module docstring). Coarse rungs: exact, O(rows); full rungs: one calibration run on
     the all-zero tables, cached."""
+    if method == "allocated":
+        return allocated_cost(dist, tables.n, tables.k, **rung)
     if rung.get("strata", "full") != "full":
         return coarse.coarse_cost(
             dist,
@@ -369,7 +481,7 @@ _PLANNERS = {
 
 def plannable(method: str) -> bool:
     """Whether ``method`` has a compute knob."""
-    return method in _PLANNERS or method in _COARSE
+    return method in _PLANNERS or method in _COARSE or method == "allocated"
 
 
 def plan(method: str, tables: CircuitTables, dist: Distribution, budget: float) -> Plan:
@@ -383,8 +495,7 @@ def plan(method: str, tables: CircuitTables, dist: Distribution, budget: float) 
         raise MaxkError(f"budget must be a positive finite number of FLOPs, got {budget!r}")
     if method in _PLANNERS:
         return _PLANNERS[method](tables, dist, budget)
-    if method in _COARSE:
+    if method in _COARSE or method == "allocated":
         return _plan_ladder(method, tables, dist, budget)
-    raise MaxkError(
-        f"estimator {method!r} has no compute knob: --budget applies to {', '.join(sorted([*_PLANNERS, *_COARSE]))}"
-    )
+    knobs = sorted([*_PLANNERS, *_COARSE, "allocated"])
+    raise MaxkError(f"estimator {method!r} has no compute knob: --budget applies to {', '.join(knobs)}")

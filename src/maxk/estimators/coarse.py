@@ -40,7 +40,17 @@ tokens' own outputs (presuming the rest carry no probability; the light tokens' 
 unweighted); under "max" too (no heavy tokens there; K = 4 brings the ``bins`` and ``gauss``
 read-outs under 10⁵ FLOPs at n = 64, k = 10). Single-head models only.
 
-Costs are a function of (distribution, n, k, strata, read-out, bins, heavy, outputs) alone, not of the weights:
+``groups`` = G (strata "max-query", laws without repeated tokens): each (m, q) row whose max is not
+the query is split into G rows, one per group of the max's position — the query's k − 1 other
+positions ranked by EQKP[q, ·] and cut into G runs — with the max at its group's mean factor and
+α-weighted PVOU, and a heavy token placed in each of ``slot_groups`` such groups in turn (with the
+probability of its free slots). G = 1 is "max-query", G = k − 1 (one position a group) "positions";
+in between it presumes the max's (and a heavy token's) positional factor at its group's mean.
+``maxima`` = (lo, hi) restricts any setting to the rows whose max lies in [lo, hi), so that
+``maxk.estimators.allocated`` can spend more on the maxima that carry the probability.
+
+Costs are a function of (distribution, n, k, strata, read-out, bins, heavy, outputs, groups,
+maxima) alone, not of the weights:
 ``coarse_cost`` gives the FLOPs a run will count, and the run adds each step's share where the
 step is performed (a test checks the two agree).
 """
@@ -134,7 +144,14 @@ def _merge(st: dict[str, np.ndarray], key: np.ndarray, k: int) -> dict[str, np.n
 # ---------------------------------------------------------------- costs (model-independent)
 
 
-def _check(strata: str, readout: str, n_bins: int, heavy: int = 0, outputs: int | None = None) -> None:
+def _check(
+    strata: str, readout: str, n_bins: int, heavy: int = 0, outputs: int | None = None, groups: int | None = None
+) -> None:
+    if groups is not None:
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise MaxkError(f"groups must be a positive integer or None, got {groups!r}")
+        if strata != "max-query":
+            raise MaxkError(f"groups split the max's positions of strata 'max-query', not {strata!r}")
     if strata not in STRATA:
         raise MaxkError(f"strata must be one of {', '.join(STRATA)} (or 'full'), got {strata!r}")
     if readout not in READOUTS:
@@ -157,12 +174,21 @@ def _nodes(readout: str, n_bins: int) -> int:
 
 
 def _step_costs(
-    n: int, k: int, strata: str, readout: str, n_bins: int, n_rem: int, heavy: int = 0, outputs: int | None = None
+    n: int,
+    k: int,
+    strata: str,
+    readout: str,
+    n_bins: int,
+    n_rem: int,
+    heavy: int = 0,
+    outputs: int | None = None,
+    groups: tuple[int, int] | None = None,
 ) -> dict[str, int]:
     """FLOPs of each step: ``tables`` once, every other entry per row (the one place they are
     written down; the run adds each where it performs the step)."""
     b = _nodes(readout, n_bins)
-    slots = k - 1 if strata == "positions" else 1  # where a heavy token may sit
+    gm, gs = groups if groups is not None else (None, None)
+    slots = k - 1 if strata == "positions" else (gs or 1)  # where a heavy token may sit
     J = 1 + heavy * slots  # sub-rows per row
     W = n if outputs is None else 1 + outputs + heavy  # outputs read per row
     logn = max(1, int(np.ceil(np.log2(n))))
@@ -184,13 +210,21 @@ def _step_costs(
         # prefix sums of β·EVOU (n³) or those of EVOU and each max's competitor outputs
         c["tables"] = 3 * n * n + 3 * n * k + 3 * n * n + 2 * n * (k - 1) * n + n * n + 3 * n * k
         c["tables"] += 2 * n * n * n if W == n else 5 * n * n + k * n + n * n * logn
+        if groups is not None:  # each query's positions ranked by α (comparisons) and cut into runs
+            c["tables"] += n * (k - 1) * max(1, int(np.ceil(np.log2(max(k - 1, 2)))))
         if heavy:
             c["tables"] += 4 * n * n * (heavy + n_rem)  # each prefix's heaviest tokens
             c["heavy"] = 4 * (heavy + n_rem) + heavy * (6 * W + 30) + 3 * J
-            if slots > 1:  # each slot's weight, value and the remaining positions' mean value
+            if groups is not None:  # each group's free-slot mass, mean α, α² and α-weighted PVOU
+                c["heavy"] += slots * (7 * k + 2 * k * W + W + 3) + heavy * slots * (5 * W + 12)
+            elif slots > 1:  # each slot's weight, value and the remaining positions' mean value
                 c["heavy"] += heavy * slots * (5 * W + 12)
-        c["shares"] = (7 * k if strata == "positions" else 6) + 14 + 4 * n_rem
-        c["vectors"] = (6 + 2 * n_rem) * W + ((2 * k * n + W) if strata == "positions" else 2 * W)
+        exact_pos = strata == "positions" or groups is not None
+        c["shares"] = (7 * k if exact_pos else 6) + 14 + 4 * n_rem
+        if groups is not None:  # the max's group: its α-weighted PVOU at the W outputs read
+            c["vectors"] = (6 + 2 * n_rem) * W + 2 * k * W + W
+        else:
+            c["vectors"] = (6 + 2 * n_rem) * W + ((2 * k * n + W) if strata == "positions" else 2 * W)
         c["sub_vectors"] = J * (8 * W + 20) + (W * W if W != n else 0)
     if readout == "bins":
         c["law"] = J * (10 + 25 * (b + 1))
@@ -216,14 +250,92 @@ def coarse_cost(
     n_bins: int = 4,
     heavy: int = 0,
     outputs: int | None = None,
+    groups: int | None = None,
+    slot_groups: int | None = None,
+    maxima: tuple[int, int] | None = None,
 ) -> int:
     """The FLOPs ``coarse_propagation`` counts with these settings (independent of the weights).
     Cost O(rows) (the rows come from the kernel, cached)."""
-    _check(strata, readout, n_bins, heavy, outputs)
+    dist = get_distribution(dist)
+    pair = _check_groups(strata, readout, n_bins, heavy, outputs, groups, slot_groups, dist)
     outputs = _outputs(outputs, n, heavy)
-    rows = coarse_rows(dist, n, k, strata)
-    c = _step_costs(n, k, strata, readout, n_bins, _n_rem(rows, strata), heavy, outputs)
-    return c["tables"] + len(rows["m"]) * sum(v for key, v in c.items() if key != "tables")
+    rows = _of_maxima(coarse_rows(dist, n, k, strata), maxima)
+    c = _step_costs(n, k, strata, readout, n_bins, _n_rem(rows, strata), heavy, outputs, pair)
+    n_rows = n_grouped_rows(rows, None if pair is None else pair[0])
+    return c["tables"] + n_rows * sum(v for key, v in c.items() if key != "tables")
+
+
+def _of_maxima(rows: dict, maxima: tuple[int, int] | None) -> dict:
+    """The rows whose max m lies in [lo, hi) (all rows for None)."""
+    if maxima is None:
+        return rows
+    lo, hi = maxima
+    if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)) and 0 <= lo <= hi):
+        raise MaxkError(f"maxima must be a range (lo, hi) of max values with 0 <= lo <= hi, got {maxima!r}")
+    keep = (rows["m"] >= lo) & (rows["m"] < hi)
+    return {key: v[keep] for key, v in rows.items()}
+
+
+def _check_groups(
+    strata, readout, n_bins, heavy, outputs, groups, slot_groups, dist: Distribution
+) -> tuple[int, int] | None:
+    """Validate the settings; (groups of the max's position, groups of a heavy token's slot) or
+    None (``slot_groups`` defaults to ``groups``)."""
+    _check(strata, readout, n_bins, heavy, outputs, groups)
+    if slot_groups is not None and groups is None:
+        raise MaxkError("slot_groups needs groups (the max's position groups)")
+    if groups is None:
+        return None
+    _check(strata, readout, n_bins, heavy, outputs, slot_groups)
+    gs = groups if slot_groups is None else int(slot_groups)
+    if (groups > 1 or gs > 1) and dist.allows_repeats:
+        raise MaxkError(f"groups > 1 need a law without repeated tokens (the max at one position), not {dist.name!r}")
+    return int(groups), gs
+
+
+def n_grouped_rows(rows: dict, groups: int | None) -> int:
+    """Rows a run reads: each (m, q) row whose max is not the query split into ``groups`` rows
+    (one per group of the max's position), the others kept whole. O(rows)."""
+    if groups is None:
+        return len(rows["m"])
+    split = int(np.count_nonzero(rows["q"] != rows["m"]))
+    return len(rows["m"]) + split * (groups - 1)
+
+
+def _position_groups(alpha: np.ndarray, groups: int, k: int) -> np.ndarray:
+    """Per query, the k − 1 non-query positions ranked by α[q, ·] (largest first) and cut into
+    ``groups`` runs of near-equal size: masks [n, groups, k] (run g holds ranks r with
+    ⌊r·groups/(k − 1)⌋ = g; empty runs when groups > k − 1). Cost n·(k − 1)·log(k − 1) comparisons."""
+    last = k - 1
+    order = np.argsort(-alpha[:, :last], axis=1, kind="stable")  # [n, last]
+    g_of_rank = (np.arange(last) * groups) // max(last, 1)
+    masks = np.zeros((alpha.shape[0], groups, k))
+    qi = np.repeat(np.arange(alpha.shape[0]), last)
+    masks[qi, np.tile(g_of_rank, alpha.shape[0]), order.ravel()] = 1.0
+    return masks
+
+
+def _grouped(rows: dict, masks: np.ndarray, slot_masks: np.ndarray, groups: int, k: int) -> dict[str, np.ndarray]:
+    """(m, q) rows with the max's position split by group: a row whose max is not the query (one
+    copy of the max, spread evenly over the non-query positions) becomes ``groups`` rows, row g
+    with the max spread evenly over the positions of group g (masks [n, groups, k] of its query)
+    and weight × |g|/(k − 1); the other rows are kept. Each row also carries ``gmask``
+    [G_slot, k], its query's ``slot_masks`` (where a heavy token may sit)."""
+    split = rows["q"] != rows["m"]
+    keep = {key: v[~split] for key, v in rows.items()}
+    sp = {key: v[split] for key, v in rows.items()}
+    g = np.tile(np.arange(groups), int(split.sum()))
+    rep = {key: np.repeat(v, groups, axis=0) for key, v in sp.items()}
+    mk = masks[rep["q"], g]  # [S·G, k]
+    size = mk.sum(axis=1)
+    last = k - 1
+    nq = np.ones(k)
+    nq[last] = 0.0
+    fixm = rep["fixm"].sum(axis=1, keepdims=True) * mk / np.where(size > 0, size, 1.0)[:, None]
+    rep.update(fixm=fixm, rest=nq[None] - fixm, weight=rep["weight"] * size / max(last, 1))
+    out = {key: np.concatenate([keep[key], rep[key]]) for key in rows}
+    out["gmask"] = slot_masks[out["q"]]
+    return out
 
 
 # ---------------------------------------------------------------- read-outs
@@ -300,30 +412,37 @@ def coarse_propagation(
     counter: FlopCounter,
     heavy: int = 0,
     outputs: int | None = None,
+    groups: int | None = None,
+    slot_groups: int | None = None,
+    maxima: tuple[int, int] | None = None,
 ) -> tuple[float, np.ndarray]:
     """Estimated expected soft accuracy with the given strata and read-out (module docstring),
-    and the per-max contributions [n] summing to it. Cost ``coarse_cost(...)`` FLOPs."""
-    _check(strata, readout, n_bins, heavy, outputs)
+    and the per-max contributions [n] summing to it. ``groups`` = G (strata "max-query" only):
+    the max's position and a heavy token's slot in G groups of positions ranked by the query's
+    positional attention, a heavy token's slot in ``slot_groups`` (default G) such groups
+    (module docstring). ``maxima`` = (lo, hi): only the rows whose max m lies in [lo, hi) (the
+    estimate is then their share of the total). Cost ``coarse_cost(...)`` FLOPs."""
+    dist = get_distribution(dist)
+    pair = _check_groups(strata, readout, n_bins, heavy, outputs, groups, slot_groups, dist)
     outputs = _outputs(outputs, tables.n, heavy)
     if tables.n_heads != 1:
         raise MaxkError(
             f"coarse propagation (strata={strata!r}) supports single-head models, got {tables.n_heads} heads"
         )
-    dist = get_distribution(dist)
     n, k = tables.n, tables.k
-    rows = coarse_rows(dist, n, k, strata)
+    rows = _of_maxima(coarse_rows(dist, n, k, strata), maxima)
     with single_threaded(), np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         if strata == "max":
             est = _by_max(tables, rows, readout, n_bins, outputs, counter)
         else:
-            est = _by_query(tables, dist, rows, strata, readout, n_bins, heavy, outputs, counter)
+            est, rows = _by_query(tables, dist, rows, strata, readout, n_bins, heavy, outputs, counter, pair)
     if not np.isfinite(est).all():
         raise MaxkError(
             "coarse propagation: attention weights under- or overflow float64 "
             "(the attention scores span more than about 700)"
         )
     est = np.clip(est, 0.0, 1.0)
-    c = _step_costs(n, k, strata, readout, n_bins, _n_rem(rows, strata), heavy, outputs)
+    c = _step_costs(n, k, strata, readout, n_bins, _n_rem(rows, strata), heavy, outputs, pair)
     counter.add(len(rows["m"]) * c["sum"], "sum")
     per_max = np.bincount(rows["m"], weights=rows["weight"] * est, minlength=n)
     return float(per_max.sum()), per_max
@@ -368,22 +487,32 @@ def _by_query(
     heavy: int,
     outputs: int | None,
     counter: FlopCounter,
-):
+    groups: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, dict]:
     """Rows that know the query: (m, q) or (m, q, positions of the max), each split on its
     ``heavy`` heaviest population tokens: "none of them drawn" and "the j-th is the heaviest
     drawn" (it then sits at a low position with the low positions' mean factor, the others
     come from the tokens lighter than it), with exact probabilities from the kernel.
     ``outputs`` = K reads only the max's output, its K nearest competitors (by the logits the
     max would give if it took all the attention) and the heavy tokens' own outputs, with the
-    light tokens' value unweighted; None reads all n outputs with attention-weighted values."""
+    light tokens' value unweighted; None reads all n outputs with attention-weighted values.
+    ``groups`` = (G, G_slot): the (m, q) rows split by the group of the max's position (G
+    groups), a heavy token in each of G_slot groups in turn (``_grouped``). Returns the per-row
+    estimates and the rows read."""
     n, k = tables.n, tables.k
     last = k - 1
     E, P, EV, PV, U = tables.eqke[0], tables.eqkp[0], tables.evou[0], tables.pvou[0], tables.eupu
-    R = len(rows["m"])
     n_rem = _n_rem(rows, strata)
-    cost = _step_costs(n, k, strata, readout, n_bins, n_rem, heavy, outputs)
+    cost = _step_costs(n, k, strata, readout, n_bins, n_rem, heavy, outputs, groups)
     beta = np.exp(E - E.max(axis=1, keepdims=True))  # [q, t]
     alpha = np.exp(P - P.max(axis=1, keepdims=True))  # [q, i]
+    if groups is not None:
+        g_max, g_slot = groups
+        slot_masks = _position_groups(alpha, g_slot, k)
+        max_masks = slot_masks if g_slot == g_max else _position_groups(alpha, g_max, k)
+        rows = _grouped(rows, max_masks, slot_masks, g_max, k)
+    R = len(rows["m"])
+    exact_pos = strata == "positions" or groups is not None  # the rows' position masks are read as they are
     zero = np.zeros((n, 1))
     cb1 = np.concatenate([zero, np.cumsum(beta, axis=1)], axis=1)  # Σ_{t<m} β[q, t]: [q, m]
     cb2 = np.concatenate([zero, np.cumsum(beta * beta, axis=1)], axis=1)
@@ -403,7 +532,8 @@ def _by_query(
     top = _prefix_heaviest(beta, heavy + n_rem) if heavy else None
     counter.add(cost["tables"], "coarse_tables")
     b = _nodes(readout, n_bins)
-    slots = last if strata == "positions" else 1  # where a heavy token may sit: each low position, or their mean
+    # where a heavy token may sit: each low position, each group of them, or their mean
+    slots = last if strata == "positions" else (1 if groups is None else groups[1])
     J = 1 + heavy * slots
     out = np.empty(R)
     step = max(1, (_CHUNK * 64) // (J * W * max(b, 1)))
@@ -414,8 +544,8 @@ def _by_query(
         C = len(m)
         r_ = np.arange(C)
         r_cnt = rest.sum(axis=1)
-        if strata == "positions":
-            a = alpha[q]  # [C, k]
+        a = alpha[q]  # [C, k]
+        if exact_pos:
             a_fix = (fixm * a).sum(axis=1)
             a_r = (rest * a).sum(axis=1)
             a_r2 = (rest * a * a).sum(axis=1)
@@ -458,7 +588,11 @@ def _by_query(
         d_fix = wq + bm * a_fix
         counter.add(C * cost["shares"], "coarse_shares")
         pvs = g(pv_sum, q)
-        if strata == "positions":
+        if groups is not None:  # PVOU at the outputs read only: [k, C, W]
+            pv_at = PV[:, idx]
+            pv_fix = np.einsum("ck,kcw->cw", fixm * alpha[q], pv_at)
+            pv_rest = pvs - pv_fix
+        elif strata == "positions":
             pv_fix = _mm(fixm * alpha[q], PV)[r_[:, None], idx]
             pv_rest = pvs - pv_fix
         else:  # the masks are even over the non-query positions: only their sums matter
@@ -480,6 +614,14 @@ def _by_query(
             a_bar = a_r / np.maximum(r_cnt, 1.0)
             hb_cum, hb2_cum, hv_cum = np.zeros(C), np.zeros(C), np.zeros((C, W))
             frac = np.maximum(r_cnt - 1, 0) / np.maximum(r_cnt, 1)
+            if groups is not None:  # each group's expected free slots, their mean α, α², α-weighted PVOU
+                gm = rows["gmask"][sl] * rest[:, None, :]  # [C, G, k]
+                g_rs = gm.sum(axis=2)
+                g_den = np.where(g_rs > 0, g_rs, 1.0)
+                g_a = (gm * a[:, None, :]).sum(axis=2) / g_den
+                g_a2 = (gm * (a * a)[:, None, :]).sum(axis=2) / g_den
+                g_pv = np.einsum("cgk,kcw->cgw", gm * a[:, None, :], pv_at)
+                g_pv /= np.where(g_a * g_rs > 0, g_a * g_rs, 1.0)[:, :, None]
             for j in range(1, heavy + 1):
                 h = hv[:, j - 1]
                 has = (h >= 0) & (r_cnt >= 1)
@@ -497,7 +639,18 @@ def _by_query(
                     NEV[:, col] = nev - hv_cum
                     SZ[:, col] = size - j
                     RC[:, col] = np.maximum(r_cnt - 1, 0)
-                    if slots == 1:  # at the low positions' mean factor and value
+                    if groups is not None:  # in group ``slot``, with its free slots' mean α and PVOU
+                        on = has & (g_rs[:, slot] > 0)
+                        a_j = np.where(on, g_a[:, slot], 0.0)
+                        w_h = a_j * bh
+                        pv_j = g_pv[:, slot]
+                        NF[:, col] = n_fix + w_h[:, None] * (ev_h + pv_j)
+                        AR[:, col] = a_r - a_j
+                        AR2[:, col] = a_r2 - np.where(on, g_a2[:, slot], 0.0)
+                        left = np.where(AR[:, col] > 0, AR[:, col], 1.0)
+                        PVL[:, col] = (pv_rest - a_j[:, None] * pv_j) / left[:, None]
+                        prob[:, col] = np.where(on, p_j * g_rs[:, slot] / np.maximum(r_cnt, 1.0), 0.0)
+                    elif slots == 1:  # at the low positions' mean factor and value
                         w_h = a_bar * bh
                         NF[:, col] = n_fix + w_h[:, None] * (ev_h + pv_low)
                         AR[:, col], AR2[:, col] = a_r * frac, a_r2 * frac
@@ -541,7 +694,7 @@ def _by_query(
         p = _readout(A.reshape(C * J, W), B.reshape(C * J, W), DF.ravel(), mu.ravel(), var.ravel(), readout, b)
         out[sl] = np.where(prob > 0, p.reshape(C, J) * prob, 0.0).sum(axis=1)
         counter.add(C * _row_cost(cost, "law", "logits"), "coarse_readout")
-    return out
+    return out, rows
 
 
 def _top_outputs(ref: np.ndarray, K: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..registry import Refusal, Registry, multi_head
 from ..results import Estimate
+from .allocated import allocated
 from .base import EstimateValue
 from .bins import bins, mean
 from .budget import plan
@@ -74,6 +75,13 @@ ESTIMATORS.register(
     cumulant,
     cost="O(h^2 n^3 + strata·h^2·n·(n + k))",
     summary="covariance propagation over exact strata, heavy tokens conditioned on",
+)
+ESTIMATORS.register(
+    "allocated",
+    allocated,
+    cost="O(n^2 log n + n^2·k·(1 + k^2)·(n + k))",
+    summary="deterministic propagation, work allocated by mass: max's position groups, heavy tokens per group",
+    refuses=(_SINGLE_HEAD,),
 )
 ESTIMATORS.register(
     "wick-residual",
