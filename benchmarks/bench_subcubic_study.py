@@ -6,9 +6,12 @@ steps, lr 1e-3), models trained otherwise (``--other-seeds``: 6000 steps, lr 3e-
 ``maxk.proofs.subcubic_losses.loss_ladder`` for subcubic and subcubic-split (each term's share
 of the proof's loss), then bound / accuracy and FLOPs / cubic's FLOPs of subcubic,
 subcubic-split, subcubic-coupled at several (exact_outputs, near_tokens) and cubic, and the best
-bound / accuracy among them at <= 1/20 of cubic's FLOPs (the issue's goal: >= 0.95).
+bound / accuracy among them at <= 1/20 of cubic's FLOPs (the issue's goal: >= 0.95). With
+``--coupling``, also ``maxk.proofs.subcubic_losses.coupling_study`` per model: where
+subcubic-coupled's two side columns lose (every term its own worst output per side, then one term
+or position at a time exact).
 
-    python benchmarks/bench_subcubic_study.py [--recipe-seeds 3] [--other-seeds 4] [--k5]
+    python benchmarks/bench_subcubic_study.py [--recipe-seeds 3] [--other-seeds 4] [--k5] [--coupling]
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import torch
 from maxk.config import ModelConfig
 from maxk.exact import evaluate
 from maxk.proofs.registry import prove
-from maxk.proofs.subcubic_losses import TERMS, loss_ladder
+from maxk.proofs.subcubic_losses import COUPLING, TERMS, coupling_study, loss_ladder
 from maxk.train import trained_model
 
 COUPLED = ((0, 0), (1, 0), (2, 0), (4, 0), (2, 2))
+REFINED = ((4, 16), (8, 16), (4, 32))  # subcubic-coupled's (refine_outputs, refine_top)
 
 
 def main() -> None:
@@ -32,6 +36,7 @@ def main() -> None:
     ap.add_argument("--recipe-seeds", type=int, default=3)
     ap.add_argument("--other-seeds", type=int, default=4)
     ap.add_argument("--k5", action="store_true")
+    ap.add_argument("--coupling", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = ModelConfig(d_vocab=64, n_ctx=4, d_model=32, d_head=32)
@@ -40,12 +45,16 @@ def main() -> None:
     if args.k5:
         models.append(("k=5 recipe s0", ModelConfig(d_vocab=64, n_ctx=5, d_model=32, d_head=32), 0, {}))
     terms = ["float", *(t for t, _ in TERMS), "gap"]
-    ladder_rows, proof_rows = [], []
+    ladder_rows, proof_rows, coupling_rows = [], [], []
     for name, c, seed, kw in models:
         model = trained_model(c, seed=seed, **kw)
         ev = evaluate(model)
         correct = ev.correct
         assert correct is not None  # exhaustive
+        if args.coupling:
+            study = coupling_study(model)
+            coupling_rows.append(f"{name:15s} " + " ".join(f"{v / correct:7.4f}" for v in study.values()))
+            print(coupling_rows[-1], flush=True)
         for strat in ("subcubic", "subcubic-split"):
             L = loss_ladder(model, strat, correct=correct)
             sh = L.shares()
@@ -58,6 +67,7 @@ def main() -> None:
             print(ladder_rows[-1], flush=True)
         runs = [("subcubic", {}), ("subcubic-split", {})]
         runs += [("subcubic-coupled", {"exact_outputs": r, "near_tokens": b}) for r, b in COUPLED]
+        runs += [("subcubic-coupled", {"refine_outputs": r, "refine_top": t}) for r, t in REFINED]
         res = [prove(model, s, **o) for s, o in runs]
         cub = prove(model, "cubic")
         assert cub.flops is not None
@@ -71,10 +81,24 @@ def main() -> None:
     print("\nLoss ladder: share of (correct − proof) attributed to each term (cumulative tightening)")
     print(f"{'model':15s} {'strategy':15s} {'proof':>7s} " + " ".join(f"{t:>7s}" for t in terms))
     print("\n".join(ladder_rows))
-    head = " ".join(f"{s[:14]:>13s}" for s in ["subcubic", "split", *(f"coupled {r},{b}" for r, b in COUPLED)])
+    head = " ".join(
+        f"{s[:14]:>13s}"
+        for s in [
+            "subcubic",
+            "split",
+            *(f"coupled {r},{b}" for r, b in COUPLED),
+            *(f"refine {r},{t}" for r, t in REFINED),
+        ]
+    )
     print("\nBound / exact accuracy and FLOPs / cubic's FLOPs (each pair of columns)")
     print(f"{'model':15s} {'accuracy':>9s} {head} {'cubic':>7s} {'cubic FLOPs':>9s} {'best@/20':>8s}")
     print("\n".join(proof_rows))
+    if coupling_rows:
+        print("\nCoupling study: certified / correct, EQKE from the table, worst outputs per side of m")
+        for j, (label, _) in enumerate(COUPLING):
+            print(f"  ({j}) {label}")
+        print(f"{'model':15s} " + " ".join(f"{f'({j})':>7s}" for j in range(len(COUPLING))))
+        print("\n".join(coupling_rows))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from maxk.flops import FlopCounter
 from maxk.proofs import subcubic_coupled as C
 from maxk.proofs.enclose import point
 from maxk.proofs.registry import prove
-from maxk.proofs.subcubic import count_certified, margin_up, subcubic_thresholds
-from maxk.proofs.subcubic_losses import EXACT, LADDER, TERMS, loss_ladder, threshold_counts
+from maxk.proofs.subcubic import count_certified, margin_up, search_pairs, subcubic_thresholds
+from maxk.proofs.subcubic_losses import COUPLING, EXACT, LADDER, TERMS, coupling_study, loss_ladder, threshold_counts
 
 from .helpers import max_like_model, random_model
 from .test_proofs_subcubic import _attention_model, covered_are_correct, trained_and_noised_small_models
@@ -27,6 +27,22 @@ from .test_proofs_subcubic import _attention_model, covered_are_correct, trained
 
 def _check_covered_correct(model, T: np.ndarray, dist: str) -> int:
     return covered_are_correct(circuit_tables(model), T, dist)
+
+
+def _drawn_model(size, seed: int, model_kind, dist: str, big: int):
+    """A random, attention-built or max-like (noised) model of the drawn size (k at most 3 once
+    n > big, to keep the enumeration small) and the distribution (uniform if k > n)."""
+    (n, k), (built, noise) = size, model_kind
+    if dist == "distinct" and k > n:
+        dist = "uniform"
+    k = min(k, 3) if n > big else k
+    if built == "random":
+        model = random_model(n=n, k=k, d_model=6, d_head=1 + seed % 4, seed=seed, scale=[0.3, 1.0, 4.0][seed % 3])
+    elif built == "attention":
+        model = _attention_model(n, k, seed, noise)
+    else:
+        model = max_like_model(n, k, seed, noise)
+    return model, dist
 
 
 KNOBS = st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(["full", "keydir", "svd"]))
@@ -43,16 +59,7 @@ KNOBS = st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(["full",
 def test_sound_on_random_and_noised_working_models(size, seed, model_kind, knobs, dist):
     """Random models, and models that compute max-of-k well (plus noise), so that most inputs
     are certified and soundness is tested where it matters."""
-    (n, k), (built, noise) = size, model_kind
-    if dist == "distinct" and k > n:
-        dist = "uniform"
-    k = min(k, 3) if n > 10 else k  # keep the enumeration small
-    if built == "random":
-        model = random_model(n=n, k=k, d_model=6, d_head=1 + seed % 4, seed=seed, scale=[0.3, 1.0, 4.0][seed % 3])
-    elif built == "attention":
-        model = _attention_model(n, k, seed, noise)
-    else:
-        model = max_like_model(n, k, seed, noise)
+    model, dist = _drawn_model(size, seed, model_kind, dist, 10)
     r, b, att = knobs
     T = C.coupled_thresholds(model, exact_outputs=r, near_tokens=b, attention=att)
     _check_covered_correct(model, T, dist)
@@ -93,12 +100,85 @@ def test_registered_with_options_and_clear_errors():
     assert prove(max_like_model(10, 3, 0, 0.0), "subcubic-coupled").bound == 1.0
     r1 = prove(model, "subcubic-coupled", exact_outputs=1, near_tokens=1, attention="svd")
     assert r1.options == {"exact_outputs": 1, "near_tokens": 1, "attention": "svd"}
+    r2 = prove(model, "subcubic-coupled", refine_outputs=3, refine_top=4)
+    assert r.bound <= r2.bound <= ev.accuracy
     with pytest.raises(MaxkError, match="exact_outputs"):
         prove(model, "subcubic-coupled", exact_outputs=-1)
     with pytest.raises(MaxkError, match="EQKE bound"):
         prove(model, "subcubic-coupled", attention="nope")
     with pytest.raises(MaxkError, match="power-of-two"):
         prove(random_model(n=5, k=3, d_model=6, d_head=2, heads=3), "subcubic-coupled")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.tuples(st.integers(3, 12), st.integers(2, 4)),  # n, k
+    seed=st.integers(0, 10**6),
+    model_kind=st.tuples(st.sampled_from(["random", "attention", "max_like"]), st.sampled_from([0.0, 0.05, 0.3])),
+    refine=st.tuples(st.integers(0, 2), st.integers(1, 6), st.integers(1, 12)),  # r, R, top
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
+def test_refined_pairs_are_sound_and_only_tighten(size, seed, model_kind, refine, dist):
+    """The second pass (R rivals on the top max tokens) covers only correct inputs, never lowers a
+    threshold, and leaves the pairs it does not cover as they were."""
+    model, dist = _drawn_model(size, seed, model_kind, dist, 9)
+    n, (r, R, top) = size[0], refine
+    base = C.coupled_thresholds(model, exact_outputs=r)
+    T = C.coupled_thresholds(model, exact_outputs=r, refine_outputs=R, refine_top=top)
+    assert np.all(T >= base)
+    assert np.array_equal(T[:, : max(n - top, 0)], base[:, : max(n - top, 0)])
+    _check_covered_correct(model, T, dist)
+
+
+def test_refining_gains_and_counts_only_what_it_verifies():
+    model = max_like_model(14, 4, 1, 0.05)
+    c0, c1 = FlopCounter(), FlopCounter()
+    base = C.coupled_thresholds(model, c0)
+    T = C.coupled_thresholds(model, c1, refine_outputs=4, refine_top=14)
+    assert count_certified(T, 4, "uniform") > count_certified(base, 4, "uniform")
+    assert c1.total > c0.total
+    with pytest.raises(MaxkError, match="refine_outputs"):
+        prove(model, "subcubic-coupled", refine_outputs=-1)
+
+
+def test_a_check_within_its_rounding_slack_is_not_certified():
+    """The plain-float check is decided against its a-priori rounding slack: a bound in
+    (−slack, 0) fails, as does anything non-finite; the slack grows with the value scale."""
+    unit = C._check_slack(100.0, 3, 1, FlopCounter())
+    assert 0 < unit < 1e-9 and C._check_slack(200.0, 3, 1, FlopCounter()) >= 2 * unit
+    assert C._check_slack(float("inf"), 3, 0, FlopCounter()) == float("inf")
+    tot = np.array([[-0.5 * unit, -1.0], [-2.0 * unit, -1.0], [np.nan, -1.0], [-1.0, -1.0]])
+    valid = np.array([[True, True], [True, True], [True, True], [False, True]])
+    got = C._decide(tot, valid, FlopCounter(), np.full(4, unit))
+    assert got.tolist() == [False, True, False, True]
+
+
+def test_search_is_not_counted_but_every_threshold_is_verified_once():
+    """``search_pairs`` with a counter: the FLOPs are one check per claimed pair (the fake check
+    counts one per pair it is asked about), whatever the search did; a threshold that fails its
+    verification is an error."""
+    n = 9
+    qs, ms = np.nonzero(np.triu(np.ones((n, n), dtype=bool)))
+    true_T = (ms - 1 - (qs + ms) % 3).clip(-2)
+    c = FlopCounter()
+
+    def ok(T, sel):
+        c.add(sel.size, "check")
+        return T <= true_T[sel]
+
+    T = search_pairs(ok, qs, ms, n, c)
+    assert np.array_equal(T[qs, ms], true_T)
+    assert c.total == int(np.sum(true_T >= -1))
+    calls = []
+    search_pairs(lambda T, sel: calls.append(1) or T <= true_T[sel], qs, ms, n, FlopCounter())
+    seen = []
+
+    def flaky(T, sel):  # honest during the search, fails the last call (the verification)
+        seen.append(1)
+        return (T <= true_T[sel]) & (len(seen) < len(calls))
+
+    with pytest.raises(AssertionError, match="verification"):
+        search_pairs(flaky, qs, ms, n, FlopCounter())
 
 
 @settings(max_examples=40, deadline=None)
@@ -179,6 +259,16 @@ def test_exact_rung_claims_only_correct_sets():
     tab = circuit_tables(model)
     exact = threshold_counts(tab, (tab.eqke[0], tab.eqke[0]), EXACT, d)
     assert prove(model, "subcubic").certified <= exact <= (evaluate(model).correct or 0)
+
+
+def test_coupling_study_only_tightens_and_stays_below_the_correct_count():
+    model = max_like_model(10, 4, 3, 0.05)
+    study = coupling_study(model)
+    counts = list(study.values())
+    assert list(study) == [name for name, _ in COUPLING]
+    assert all(counts[0] <= c <= counts[-1] for c in counts)
+    assert counts[-1] <= (evaluate(model).correct or 0)
+    assert counts[-1] > counts[0]  # not vacuous: coupling the terms gains on this model
 
 
 def test_study_refuses_other_strategies():

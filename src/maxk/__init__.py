@@ -11,12 +11,13 @@ from .distributions import DISTINCT, DISTRIBUTIONS, UNIFORM, Distribution, get_d
 from .errors import MaxkError
 from .estimators.budget import plan as plan_budget
 from .estimators.registry import ESTIMATORS, estimate
+from .estimators.residual_cells import explain_cells
 from .exact import evaluate, evaluate_forward
 from .interop import from_hooked_transformer, to_hooked_transformer
 from .model import MaxKTransformer
 from .proofs.enclose import enclosed_tables
 from .proofs.registry import STRATEGIES, prove, prove_all
-from .proofs.subcubic_losses import loss_ladder
+from .proofs.subcubic_losses import coupling_study, loss_ladder
 from .report import report
 from .results import Estimate, EvalResult, ProofResult, Result
 from .sampling import evaluate_sampled
@@ -61,6 +62,7 @@ __all__ = [
     "prove",
     "prove_all",
     "loss_ladder",  # where the subcubic proofs lose, term by term (docs/proofs.md)
+    "coupling_study",  # where subcubic-coupled's side columns lose, one term or position at a time
     # heuristic estimators
     "ESTIMATORS",
     "Estimate",
@@ -69,6 +71,7 @@ __all__ = [
     # Wick propagation: the cumulant explanation input by input
     "WickValues",
     "explain",
+    "explain_cells",
     "wick",
     # surprise accounting: bits per explanation (docs/surprise.md)
     "SurpriseTable",

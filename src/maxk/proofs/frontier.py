@@ -2,7 +2,7 @@
 
 ``frontier_runs(cfg)`` lists the (strategy, options) points that ``maxk prove --strategy all
 --frontier`` runs: every registered strategy with its defaults, ``subcubic-coupled`` checking more
-rivals exactly, then the ``hybrid`` proof with
+rivals exactly (everywhere, or in a second pass over the top max tokens), then the ``hybrid`` proof with
 ``cubic_top`` = 1, 2, 4, ... (cubic for the top max tokens, subcubic for the rest) and the cubic
 proof with less exact work, so that bound against FLOPs is traced from the cheapest proof to
 cubic with no wide gap. ``pareto`` keeps the points no other point beats on both axes.
@@ -18,17 +18,25 @@ from ..config import ModelConfig
 from ..results import ProofResult
 
 CUBIC_STEPS = ({"exact_outputs": 1, "exact_budget": 0.0}, {"exact_outputs": 2, "exact_budget": 0.5})
-COUPLED_RIVALS = (2, 4, 8, 16, 32)  # subcubic-coupled's exact_outputs on the frontier (its default is 0)
+COUPLED_RIVALS = (2, 4, 8, 12, 16, 24, 32, 48)  # subcubic-coupled's exact_outputs on the frontier (< n; default 0)
+# subcubic-coupled's second pass: (refine_outputs, refine_top), rivals for the top max tokens only
+COUPLED_REFINE = ((2, 16), (4, 16), (8, 16), (4, 32), (8, 32), (16, 32))
 
 
 def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """(strategy, options) points of the frontier for a model of ``cfg``, cheapest family first:
-    ``strategies`` (registered names) with defaults, subcubic-coupled with COUPLED_RIVALS, hybrid
-    with cubic_top = 1 and the cheapest cubic options, then cubic_top = 1, 2, 4, ... < n, and the
-    cubic proof with the options of CUBIC_STEPS (when those strategies are among them)."""
+    ``strategies`` (registered names) with defaults, subcubic-coupled with COUPLED_RIVALS and
+    COUPLED_REFINE (rivals below n), hybrid with cubic_top = 1 and the cheapest cubic options,
+    then cubic_top = 1, 2, 4, ... < n, and the cubic proof with the options of CUBIC_STEPS (when
+    those strategies are among them)."""
     runs: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in strategies]
     if "subcubic-coupled" in strategies:  # more rivals checked exactly: between it and hybrid
-        runs += [("subcubic-coupled", {"exact_outputs": r}) for r in COUPLED_RIVALS]
+        runs += [("subcubic-coupled", {"exact_outputs": r}) for r in COUPLED_RIVALS if r < cfg.n]
+        runs += [
+            ("subcubic-coupled", {"refine_outputs": r, "refine_top": t})
+            for r, t in COUPLED_REFINE
+            if t <= cfg.n and r < cfg.n
+        ]
     if "hybrid" in strategies:  # the first step costs the full tables' enclosure: keep it cheap
         runs.append(("hybrid", {"cubic_top": 1, **CUBIC_STEPS[0]}))
         top = 1

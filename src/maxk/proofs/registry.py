@@ -63,7 +63,7 @@ STRATEGIES.register(
     "subcubic-coupled",
     prove_coupled,
     cost=COUPLED_COST,
-    summary="subcubic gaps, outputs checked per column (r rivals, two sides), far tokens in blocks, full EQKE",
+    summary="subcubic gaps, outputs per column (r rivals, two sides; R more on the top max tokens), token blocks",
     refuses=(POWER_OF_TWO_HEADS, FINITE),
 )
 STRATEGIES.register(

@@ -28,7 +28,9 @@ the worst arrangement with at least one free copy of m (needed when q < m) is
 If that is negative (with every step rounded up), all those inputs are correct. Certification is
 monotone in T, so a galloping search per (q, m), closed by a binary search, finds the largest
 certified T — the gap m − T is chosen per (max, query) from the bounds — in O(k log n) per pair
-(every T reported was itself checked). Inputs with a non-max token above T are dropped (not
+(every T reported was itself checked). The thresholds are the proof's certificate: the FLOPs
+reported are its verification's, one check per pair at its T (``search_pairs``; the search is
+the prover's work and is not counted, as DESIGN §5 asks). Inputs with a non-max token above T are dropped (not
 certified). Counting is exact: with a = T + 1 allowed non-max tokens,
     uniform:  (a+1)^(k−1) − a^(k−1)  (q < m),   (a+1)^(k−1)  (q = m);
     distinct: (k−1)·P(a − [q <= T], k−2)  (q < m),   P(a, k−1)  (q = m).
@@ -410,14 +412,21 @@ def _certify_gaps(pc: SubcubicPieces, counter: FlopCounter) -> np.ndarray:
         good = np.isfinite(total) & (total < 0)  # anything non-finite fails
         return cast(np.ndarray, (good | vacuous[:, sel]).all(axis=0))
 
-    return search_pairs(ok, qs, ms, n)
+    return search_pairs(ok, qs, ms, n, counter)
 
 
-def search_pairs(ok, qs: np.ndarray, ms: np.ndarray, n: int) -> np.ndarray:
+def search_pairs(ok, qs: np.ndarray, ms: np.ndarray, n: int, counter: FlopCounter | None = None) -> np.ndarray:
     """T [n_q, n_max]: ``largest_certified`` for every pair (qs[p], ms[p]) (all q <= m, in the
     order of ``np.triu``), −2 elsewhere. Pairs are searched one max token m at a time, each from
     the guess T(q, m − 1) + 1 (the gap m − T changes slowly with m), or m − GUESS_GAP when there
-    is none; ``ok(T, sel)`` checks thresholds T for the pairs ``sel`` (indices into qs, ms)."""
+    is none; ``ok(T, sel)`` checks thresholds T for the pairs ``sel`` (indices into qs, ms).
+
+    With ``counter`` (the one ``ok`` adds to), the proof's FLOPs are its verification's: the
+    thresholds are the certificate, the search that finds them is the prover's work (DESIGN §5:
+    verification only, search excluded), so the search's operations are taken off ``counter``
+    and every pair is then checked once more at its threshold, counted (a failure there would
+    be a bug: AssertionError). Without it everything ``ok`` does is counted."""
+    saved = None if counter is None else (counter.total, dict(counter.by_label))
     T = np.full(qs.size, -2, dtype=np.int64)
     prev = np.full(n, -2, dtype=np.int64)  # T(q, m − 1) by q
     for m_ in range(n):
@@ -426,6 +435,13 @@ def search_pairs(ok, qs: np.ndarray, ms: np.ndarray, n: int) -> np.ndarray:
         guess = np.minimum(guess, m_ - 1)
         T[sel] = largest_certified(ok, sel, np.full(sel.size, m_), guess)
         prev[: m_ + 1] = T[sel]
+    if counter is not None and saved is not None:  # count the verification, not the search
+        counter.total = saved[0]
+        counter.by_label.clear()
+        counter.by_label.update(saved[1])
+        claimed = np.nonzero(T >= -1)[0]
+        if claimed.size and not np.all(ok(T[claimed], claimed)):
+            raise AssertionError("a threshold found by the search failed its verification")
     out = np.full((n, n), -2, dtype=np.int64)
     out[qs, ms] = T
     return out

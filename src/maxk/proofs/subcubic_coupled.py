@@ -10,9 +10,11 @@ is itself, and no single output is all three), then the NS·NW product and the E
 This strategy keeps the same sets of inputs (every non-max token <= T, per (q, m)) and the same
 counting, and tightens the check:
 
-* **EQKE** (option ``attention``, default "full"): the enclosed n×n product Qt·Ktᵀ, O(n²·dh)
-  like the EVOU table every variant forms, so no error term ("keydir", "svd": the low-rank
-  bounds of ``maxk.proofs.lowrank``).
+* **tables** (``maxk.proofs.chain``): EQKE | EQKP, EVOU ; PVOU and EUPU each one float product
+  chain of the weights with one a-priori rounding radius, not interval products.
+* **EQKE** (option ``attention``, default "full"): the n×n table itself, O(n²·dh) like the EVOU
+  table every variant forms, so no error term ("keydir", "svd": the low-rank bounds of
+  ``maxk.proofs.lowrank``).
 * **outputs**: the check runs per column, each a set of outputs with its own D, V and P terms:
   a candidate set C of single outputs — with ``exact_outputs`` = r >= 1, the query's largest
   EVOU output and the r largest of EVOU[m] (rows sorted once, not per pair) — and two columns
@@ -28,17 +30,25 @@ counting, and tightens the check:
   worst output's, if smaller). The smaller of this and the subcubic NS·NW bound is used.
 * **near tokens** (option ``near_tokens`` = b, default 0): the b tokens T−b+1..T are bounded
   one by one, their own weight times their own value (exact on the candidates).
+* **a second pass** (options ``refine_outputs`` = R, ``refine_top``): the pairs of the
+  ``refine_top`` largest max tokens (they hold most inputs: P[max = m] grows like m^(k−1)) not
+  yet at T = m − 1 are searched on upward with R rivals checked one by one; the other pairs keep
+  their thresholds, so rivals are paid for only where the inputs are.
 
 Sound: for an input in the set and an output o != m, o lies in one column, and every term of
 F(o) is at most that column's entry (each is an upper bound of the exact term for every output
-the column stands for); a non-max token adds at most its near, block or prefix bound. Every step
-is rounded up and the decision is a strict ``< 0`` over every column (anything non-finite
-fails), as in ``maxk.proofs.subcubic``; every reported T was itself checked.
+the column stands for); a non-max token adds at most its near, block or prefix bound. The
+per-column terms (value differences, weights, block products) are rounded up; the check's own
+arithmetic on them (sums, weight times value, the worst arrangement) runs in plain floating
+point and must come out below −slack, an a-priori bound on its rounding error relative to the
+pair's largest weight (``_check_slack``); anything non-finite fails. The thresholds are the
+certificate: the search that finds them is not counted (``maxk.proofs.subcubic.search_pairs``),
+every reported T is checked once more and counted.
 
 Cost: the tables (O(n²·d); EQKE O(n²·dh) with "full"), O(n²·log n) for the sorted rows and the
 sparse tables, O(n²·k·b) exponentials for the near tokens, and O((r + 3)·k·(b + log n)) per
-check, ~3–4 checks per (q, m) pair: O(n²·d + n²·k·(r + 3)·(b + log n)·log n) — subcubic for
-fixed r, b.
+pair's check (plus the second pass's pairs with R): O(n²·d + n²·k·(r + 3)·(b + log n)·log n) —
+subcubic for fixed r, b.
 """
 
 from __future__ import annotations
@@ -51,16 +61,30 @@ from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..registry import Refused
+from .chain import head_tables
 from .common import require_single_head
-from .enclose import Interval, add, exp, mul_scalar, mul_upper, point, sub, up
-from .lowrank import eqke_meandiff, eqke_svd, matmul_cs, qk_pieces
+from .enclose import ETA, EXP_REL, Interval, U, down, exp, mul_upper, up
+from .lowrank import eqke_meandiff, eqke_svd, qk_pieces
 from .per_head import per_head_thresholds
-from .subcubic import FINITE, _exp_up, count_certified, margin_up, ov_tables, search_pairs, side_margins_up
+from .subcubic import FINITE, _exp_up, count_certified, largest_certified, margin_up, search_pairs, side_margins_up
 
-__all__ = ["COST", "EXACT_OUTPUTS", "NEAR_TOKENS", "coupled_thresholds", "prove_coupled"]
+__all__ = [
+    "COST",
+    "EXACT_OUTPUTS",
+    "NEAR_TOKENS",
+    "REFINE_OUTPUTS",
+    "REFINE_TOP",
+    "coupled_thresholds",
+    "prove_coupled",
+]
 
-COST = "O(n^2 d + n^2 k (exact_outputs + 3) (near_tokens + log n) log n)"  # r, b: the two options
+COST = (  # r, b, R, top: the options
+    "O(n^2 d + n^2 k (exact_outputs + 3) (near_tokens + log n) log n"
+    " + refine_top n k (refine_outputs + 3) (near_tokens + log n) log n)"
+)
 EXACT_OUTPUTS = 0  # r: the max token's r largest rivals (and the query's own output) kept exactly
+REFINE_OUTPUTS = 0  # R: rivals kept exactly in a second pass over the top max tokens (0: none)
+REFINE_TOP = 16  # how many max tokens, from the top, the second pass covers
 NEAR_TOKENS = 0  # b: tokens just below the threshold bounded one by one (little gain once blocks are used)
 
 
@@ -142,8 +166,18 @@ class _Blocks:
     def __init__(self, ew: np.ndarray, W: np.ndarray, evou: Interval, counter: FlopCounter):
         self.ew = _sparse_table(ew, counter)
         self.w = _sparse_table(np.ascontiguousarray(W.T), counter)
-        self.col_hi = _sparse_table(np.ascontiguousarray(evou.hi.T), counter)
-        self.neg_lo = _sparse_table(np.ascontiguousarray(-evou.lo.T), counter)
+        self.evou = evou
+        self._columns: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+
+    def columns(self, counter: FlopCounter) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The tables of EVOU's columns (hi [o, t], −lo [m, t]), built (and counted) on first use:
+        only checks with candidate outputs read them."""
+        if self._columns is None:
+            self._columns = (
+                _sparse_table(np.ascontiguousarray(self.evou.hi.T), counter),
+                _sparse_table(np.ascontiguousarray(-self.evou.lo.T), counter),
+            )
+        return self._columns
 
     def products(self, q: np.ndarray, m: np.ndarray, top: np.ndarray, cand: np.ndarray, counter: FlopCounter):
         """A [s, C + 1] >= max over tokens t <= top of (exp(EQKE[q, t] − ref_q)·value)⁺, the
@@ -151,6 +185,7 @@ class _Blocks:
         output (last column), by blocks of tokens top, top−1..top−2, top−3..top−6, ... (sizes 1,
         2, 4, ...), each bounded by its max weight times its max value. O(log n·(C + 1)) per pair."""
         A = np.zeros((q.size, cand.shape[1] + 1))
+        col_hi, neg_lo = self.columns(counter) if cand.shape[1] else ([], [])
         j = 0
         while True:
             hi = top - ((1 << j) - 1)
@@ -161,7 +196,7 @@ class _Blocks:
             wb = _range_max(self.ew, q[act], lo, hi)  # [a]
             vb = _range_max(self.w, m[act], lo, hi)  # [a]: worst output
             if cand.shape[1]:
-                vo = _range_max(self.col_hi, cand[act], lo, hi) + _range_max(self.neg_lo, m[act], lo, hi)[:, None]
+                vo = _range_max(col_hi, cand[act], lo, hi) + _range_max(neg_lo, m[act], lo, hi)[:, None]
                 vo = up(vo, counter)
                 vb = np.concatenate([np.minimum(vo, vb[:, None]), vb[:, None]], axis=1)  # [a, C + 1]
                 counter.add(2 * vo.size, "blocks")
@@ -173,12 +208,34 @@ class _Blocks:
             j += 1
 
 
-def _decide(tot: np.ndarray, valid: np.ndarray, counter: FlopCounter) -> np.ndarray:
-    """Certified [s]: every valid column's bound [s, U] finite and < 0 (no valid column: there
-    is no output other than m)."""
+def _decide(tot: np.ndarray, valid: np.ndarray, counter: FlopCounter, slack: np.ndarray | float = 0.0) -> np.ndarray:
+    """Certified [s]: every valid column's bound [s, U] finite and < −slack (per pair [s], or
+    one number; no valid column: there is no output other than m)."""
     worst = np.where(valid, tot, -np.inf).max(axis=1)
     counter.add(tot.size, "compare")
-    return cast(np.ndarray, (np.isfinite(worst) & (worst < 0)) | ~valid.any(axis=1))
+    return cast(np.ndarray, (np.isfinite(worst) & (worst < -slack)) | ~valid.any(axis=1))
+
+
+def _check_slack(value_bound: float, f: int, b: int, counter: FlopCounter) -> float:
+    """An upper bound on the rounding error of the check's plain floating-point arithmetic.
+
+    Every input of the check is a float standing for itself (an upper bound rounded up, or a
+    weight); with S = ``value_bound`` (>= max|EVOU| + max|PVOU| + max|EUPU|), every value term
+    (one table difference or a sum of them) is at most 2S and every weight-times-value at most
+    4S·ω, ω the pair's largest weight (the positional factor included), so each of the check's
+    operations adds at most u·4ωS of its own error and passes on its inputs' errors at most
+    unchanged (weights <= ω, max/min exact; a weight picked by the computed sign of its factor
+    errs by at most ω times that factor's error). Counting the operations from the tables on
+    (each value difference 2uS, Pd + Dd 4uS, a max copy's term 10uωS, the query's 10uωS, a far
+    token's 14uωS, a near token's 12uωS, the f-term sums, the forced copy of m): at most
+    u·ω·S·(4f² + 26f + 50 + 12b);
+    returned doubled (u's higher powers inside), per unit of ω. Non-finite S gives an infinite
+    slack (nothing certified). Cost O(1)."""
+    if not np.isfinite(value_bound):
+        return float("inf")
+    terms = 4 * f * f + 26 * f + 50 + 12 * b
+    counter.add(4, "slack")
+    return float(up(up(2.02 * U * terms, counter) * value_bound, counter))
 
 
 def coupled_thresholds(
@@ -188,59 +245,80 @@ def coupled_thresholds(
     exact_outputs: int = EXACT_OUTPUTS,
     near_tokens: int = NEAR_TOKENS,
     attention: str = "full",
+    refine_outputs: int = REFINE_OUTPUTS,
+    refine_top: int = REFINE_TOP,
     strategy: str = "subcubic-coupled",
 ) -> np.ndarray:
     """T [n_q, n_max]: per (q, m) with q <= m the largest certified threshold (−1: only the
     inputs whose free positions all hold m, −2: none), with ``exact_outputs`` = r (the max's r
     largest rivals and the query's own output checked one by one), ``near_tokens`` = b tokens
-    bounded one by one and the EQKE bound ``attention`` ("full", "keydir" or "svd"). Cost in the
-    module docstring."""
+    bounded one by one and the EQKE bound ``attention`` ("full", "keydir" or "svd"); then, with
+    ``refine_outputs`` = R > r, the pairs of the ``refine_top`` largest max tokens (most inputs)
+    not yet at T = m − 1 searched on upward with R rivals checked exactly. Cost in the module
+    docstring."""
     c = counter if counter is not None else FlopCounter()
     require_single_head(model, strategy)
     if exact_outputs < 0 or near_tokens < 0:
         raise MaxkError(f"exact_outputs and near_tokens must be >= 0, not {exact_outputs}, {near_tokens}")
-    pieces = qk_pieces(model, c)
-    if attention == "svd":
-        eqke = eqke_svd(pieces, 2, c)
-    elif attention == "keydir":
-        eqke = eqke_meandiff(pieces, c, key_direction=True)
-    elif attention == "full":  # the n×n product, O(n²·dh) like EVOU: no error term
-        eqke = mul_scalar(matmul_cs(pieces.qt, Interval(pieces.kt.lo.T, pieces.kt.hi.T), c), pieces.s, c)
-    else:
+    if refine_outputs < 0 or refine_top < 0:
+        raise MaxkError(f"refine_outputs and refine_top must be >= 0, not {refine_outputs}, {refine_top}")
+    if attention not in ("full", "keydir", "svd"):
         raise MaxkError(f"unknown EQKE bound {attention!r}: choose keydir, svd or full")
-    tabs = ov_tables(model, pieces.qt, pieces.s, c)
-    eqkp, evou, pvou, eupu = tabs.eqkp, tabs.evou, tabs.pvou, tabs.eupu
-    assert eupu is not None
+    # every table as one float product chain with an a-priori rounding bound (maxk.proofs.chain)
+    with np.errstate(all="ignore"):  # an overflow is refused below
+        try:
+            tabs = head_tables(model, c)
+        except MaxkError as e:
+            raise Refused(FINITE, str(e)) from e
+    eqke, eqkp, evou, pvou, eupu = tabs.eqke, tabs.eqkp, tabs.evou, tabs.pvou, tabs.eupu
+    if attention != "full":  # a low-rank EQKE with an error term instead of the n×n product
+        pieces = qk_pieces(model, c)
+        eqke = eqke_svd(pieces, 2, c) if attention == "svd" else eqke_meandiff(pieces, c, key_direction=True)
     for name, arr in (("EQKE", eqke.lo), ("EQKE", eqke.hi), ("EQKP", eqkp.lo), ("EQKP", eqkp.hi)):
         if not np.all(np.isfinite(arr)):
             raise Refused(FINITE, f"{name} enclosure is not finite")
+    n = eqke.shape[0]
+    cache: dict = {"value_bound": tabs.value_bound}  # the check's slack reads it
     with np.errstate(all="ignore"):  # inf/NaN can only make a check fail
-        return _thresholds(eqke, eqkp, evou, pvou, eupu, exact_outputs, near_tokens, c)
+        T = _thresholds(eqke, eqkp, evou, pvou, eupu, exact_outputs, near_tokens, c, cache)
+        if refine_outputs > exact_outputs and refine_top > 0:
+            qs, ms = np.nonzero(np.triu(np.ones((n, n), dtype=bool)))
+            pick = (ms >= n - refine_top) & (T[qs, ms] < ms - 1)
+            qs, ms = qs[pick], ms[pick]
+            if qs.size:
+                T[qs, ms] = _thresholds(
+                    eqke, eqkp, evou, pvou, eupu, refine_outputs, near_tokens, c, cache, (qs, ms), T[qs, ms]
+                )
+    return T
 
 
-def _thresholds(eqke, eqkp, evou, pvou, eupu, r: int, b: int, counter: FlopCounter) -> np.ndarray:
+def _thresholds(
+    eqke, eqkp, evou, pvou, eupu, r: int, b: int, counter: FlopCounter, cache: dict, pairs=None, start=None
+) -> np.ndarray:
+    """T [n, n] for every pair q <= m, or with ``pairs`` = (qs, ms) and ``start`` [p] (thresholds
+    already certified for them) T [p] >= start for those pairs only. ``cache`` holds the n×n
+    quantities that do not depend on r, computed (and counted) once across calls."""
     n, k = eqkp.shape
     f = k - 1
-    W = margin_up(evou, counter)  # [t, m] >= max_{o≠m} EVOU[t, o] − EVOU[t, m]
-    Pv, _ = side_margins_up(pvou, counter)  # [2, i, m]: max over o < m, o > m
-    qs, ms = np.nonzero(np.triu(np.ones((n, n), dtype=bool)))
+
+    def once(key, make):
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    W = once("W", lambda: margin_up(evou, counter))  # [t, m] >= max_{o≠m} EVOU[t, o] − EVOU[t, m]
+    Pv = once("Pv", lambda: side_margins_up(pvou, counter)[0])  # [2, i, m]: max over o < m, o > m
+    qs, ms = np.nonzero(np.triu(np.ones((n, n), dtype=bool))) if pairs is None else pairs
     R = min(r + 3, n)  # stored tops per row: enough for r + 1 candidates, m and one more
     empty = np.zeros((n, 0), dtype=np.int64)
-    ev_i, ev_v = _row_tops(evou, R, counter) if r else (empty, empty.astype(float))
-    eu_i, eu_v = _row_tops(eupu, R, counter) if r else (empty, empty.astype(float))
+    ev_i, ev_v = once(("evtops", R), lambda: _row_tops(evou, R, counter)) if r else (empty, empty.astype(float))
+    eu_i, eu_v = once(("eutops", R), lambda: _row_tops(eupu, R, counter)) if r else (empty, empty.astype(float))
     # candidate outputs per pair: the query's largest EVOU output and the r largest of EVOU[m]
     # (duplicates change nothing; one equal to m is skipped)
     cand = np.concatenate([ev_i[qs, : min(r, 1)], ev_i[ms, :r]], axis=1)  # [p, C]
     excl = np.concatenate([cand, ms[:, None]], axis=1)
     # columns: the candidates, then the outputs outside them below m and above m
     valid = np.concatenate([cand != ms[:, None], (ms > 0)[:, None], (ms < n - 1)[:, None]], axis=1)  # [p, U]
-
-    def up_sum(*terms) -> np.ndarray:
-        acc = terms[0]
-        for t in terms[1:]:
-            acc = up(acc + t, counter)
-            counter.add(acc.size, "sum")
-        return acc
 
     def minus(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         out = up(hi - lo, counter)
@@ -256,9 +334,12 @@ def _thresholds(eqke, eqkp, evou, pvou, eupu, r: int, b: int, counter: FlopCount
             _outside_max(tops[0][rows], tops[1][rows], excl, ms, below, side[rows, ms], counter)[:, None]
             for below, side in zip((True, False), sides, strict=True)
         ]
-        return minus(np.concatenate([on, *out], axis=1), tab.lo[rows, ms][:, None])
+        diff = np.concatenate([on, *out], axis=1) - tab.lo[rows, ms][:, None]  # plain float (the slack)
+        counter.add(diff.size, "value diffs")
+        return diff
 
-    ev_sides, eu_sides = _side_maxima(evou.hi, counter), _side_maxima(eupu.hi, counter)
+    ev_sides = once("ev_sides", lambda: _side_maxima(evou.hi, counter))
+    eu_sides = once("eu_sides", lambda: _side_maxima(eupu.hi, counter))
     Dd = column(eupu, qs, (eu_i, eu_v), eu_sides)  # direct path
     Vq = column(evou, qs, (ev_i, ev_v), ev_sides)  # the query's value
     Vm = column(evou, ms, (ev_i, ev_v), ev_sides)  # a max copy's value
@@ -266,82 +347,121 @@ def _thresholds(eqke, eqkp, evou, pvou, eupu, r: int, b: int, counter: FlopCount
     pc = minus(pvou.hi[:, cand].transpose(1, 0, 2), pvou.lo[:, ms].T[:, :, None])  # [p, k, C]
     Pd = np.concatenate([pc, Pv[0][:, ms].T[:, :, None], Pv[1][:, ms].T[:, :, None]], axis=2)  # [p, k, U]
 
-    ref_q = up(eqke.hi.max(axis=1) + eqkp.hi.max(axis=1), counter)  # [n] one reference per query row
-    counter.add(eqke.hi.size + eqkp.hi.size + n, "compare")
+    def reference() -> np.ndarray:  # [n] one reference per query row
+        counter.add(eqke.hi.size + eqkp.hi.size + n, "compare")
+        return up(eqke.hi.max(axis=1) + eqkp.hi.max(axis=1), counter)
+
+    ref_q = once("ref_q", reference)
+
+    def prefix() -> tuple[np.ndarray, np.ndarray, np.ndarray, _Blocks, np.ndarray]:
+        counter.add(eqke.hi.size, "scores")
+        ew = _exp_up(up(eqke.hi - ref_q[:, None], counter), counter)  # [q, t] >= exp(EQKE − ref_q)
+        # weight prefix maxima: ens[q, T] >= exp(max_{t<=T} EQKE[q, t] − ref_q) (exp is monotone)
+        ens = np.maximum.accumulate(ew, axis=1)
+        NW = np.maximum.accumulate(W, axis=0)  # [T, m]
+        counter.add(ens.size + NW.size, "prefix max")
+        return NW, ens, _exp_up(eqkp.hi[:, :f], counter), _Blocks(ew, W, evou, counter), ew
+
+    NW, ens, epi, blocks, ew = once("prefix", prefix)  # ens [q, T], epi [q, i]
+    ep = once("ep", lambda: exp(eqkp, counter))  # [q, i] exp(EQKP), enclosed once
 
     def weights(q: np.ndarray, t: np.ndarray, i: np.ndarray | int) -> Interval:
-        """exp(EQKE[q, t] + EQKP[q, i] − ref_q), enclosed (broadcast shapes)."""
-        e = add(Interval(eqke.lo[q, t], eqke.hi[q, t]), Interval(eqkp.lo[q, i], eqkp.hi[q, i]), counter)
-        return exp(sub(e, point(ref_q[q]), counter), counter)
+        """exp(EQKE[q, t] − ref_q) · exp(EQKP[q, i]), enclosed (broadcast shapes; the key factor
+        at the shape of q and t — its upper end from the table ew, its lower end here — and the
+        positional one looked up)."""
+        e = np.exp(down(eqke.lo[q, t] - ref_q[q], counter))
+        ek_lo = np.maximum(down(e * (1.0 - EXP_REL) - 16 * ETA, counter), 0.0)
+        lo, hi = np.broadcast_arrays(ek_lo * ep.lo[q, i], ew[q, t] * ep.hi[q, i])
+        counter.add(4 * e.size + 2 * lo.size, "weights")
+        return Interval(np.maximum(down(lo, counter), 0.0), up(hi, counter))
 
     free = np.arange(f)
+    # the value terms above and the check's arithmetic below run in plain floating point, decided
+    # against a slack (``_check_slack``) relative to the pair's largest weight: the query's, or
+    # ens[q, m]·max_i exp(EQKP[q, i]), which bounds a max copy's and every non-max token's
+    # (ens is nondecreasing in T <= m − 1)
+    unit = once(("slack", b), lambda: _check_slack(cache["value_bound"], f, b, counter))
     wq = weights(qs, qs, f)  # [p]
-    qterm = mul_upper(wq.lo[:, None], wq.hi[:, None], up_sum(Dd, Vq, Pd[:, f]), counter)  # [p, U]
+    xq = Dd + Vq + Pd[:, f]
+    qterm = np.where(xq >= 0, wq.hi[:, None], wq.lo[:, None]) * xq  # [p, U]
+    counter.add(4 * xq.size, "setup")
     is_q_max = qs == ms
     if f == 0:
+        slack0 = up(wq.hi * (1.02 * unit), counter)
 
         def ok0(T: np.ndarray, sel: np.ndarray) -> np.ndarray:
-            return _decide(qterm[sel], valid[sel], counter)
+            return _decide(qterm[sel], valid[sel], counter, slack0[sel])
 
-        return search_pairs(ok0, qs, ms, n)
+        return _search(ok0, qs, ms, n, counter, start)
     wm = weights(qs[:, None], ms[:, None], free[None])  # [p, f]
-    neg = mul_upper(wm.lo[..., None], wm.hi[..., None], up_sum(Dd[:, None], Vm[:, None], Pd[:, :f]), counter)
-    ypd = up_sum(Pd[:, :f], Dd[:, None])  # [p, f, U]: Pd[i, o] + Dd[o]
-    NS = np.maximum.accumulate(eqke.hi, axis=1)  # [q, T]
-    NW = np.maximum.accumulate(W, axis=0)  # [T, m]
-    counter.add(NS.size + NW.size, "prefix max")
-    ens = _exp_up(up(NS - ref_q[:, None], counter), counter)  # [q, T]
-    epi = _exp_up(eqkp.hi[:, :f], counter)  # [q, i]
-    counter.add(NS.size, "scores")
-    blocks = _Blocks(_exp_up(up(eqke.hi - ref_q[:, None], counter), counter), W, evou, counter)
-    counter.add(eqke.hi.size, "scores")
+    ypd = Pd[:, :f] + Dd[:, None]  # [p, f, U]: Pd[i, o] + Dd[o]
+    xm = ypd + Vm[:, None]
+    neg = np.where(xm >= 0, wm.hi[..., None], wm.lo[..., None]) * xm  # a max copy at position i
+    counter.add(4 * xm.size, "setup")
     if b:  # the near tokens' weights for every (q, t, i), enclosed once
         wt = weights(np.arange(n)[:, None, None], np.arange(n)[None, :, None], free[None, None, :])  # [q, t, i]
 
+    top_pos = once("top_pos", lambda: epi.max(axis=1))  # [q] max_i exp(EQKP[q, i]) (i < k − 1)
+    wmax = np.maximum(wq.hi, ens[qs, ms] * top_pos[qs])
+    slack = up(wmax * (1.02 * unit), counter)  # [p]
+    counter.add(3 * wmax.size + epi.size, "slack")
+
     def ok(T: np.ndarray, sel: np.ndarray) -> np.ndarray:
-        """Certified at threshold T [s] for the pairs sel [s]."""
+        """Certified at threshold T [s] for the pairs sel [s]. The check's arithmetic (after its
+        inputs, each an upper bound rounded up) runs in plain floating point and is decided
+        against ``slack``, an a-priori bound on its rounding error (``_check_slack``)."""
         q, m = qs[sel], ms[sel]
         yp = ypd[sel]  # [s, f, U]
         far = T - b  # tokens <= far by the prefix maxima of weight and value
         fc = np.maximum(far, 0)
-        ehi = up(ens[q, fc][:, None] * epi[q], counter)  # [s, f]
-        xn = up(NW[fc, m][:, None, None] + yp, counter)  # [s, f, U]
-        counter.add(ehi.size + xn.size, "check")
-        pf = mul_upper(np.zeros_like(ehi)[..., None], ehi[..., None], xn, counter)
+        top = ens[q, fc]  # [s]: the largest weight over t <= far (without exp(EQKP))
+        ehi = top[:, None] * epi[q]  # [s, f]
+        xn = NW[fc, m][:, None, None] + yp  # [s, f, U]
+        pf = np.maximum(ehi[..., None] * xn, 0.0)  # w (v + y) <= (max w)·(max v + y)⁺
         # the same tokens by geometric blocks: w_t (v_t + y) <= epi_i (A + w_top y⁺) with
         # A = max over blocks of (block max weight · block max value)⁺, w_top = ens[q, far]
         A = blocks.products(q, m, fc, cand[sel], counter)  # [s, C + 1]: any output in the last column
         A = np.concatenate([A, A[:, -1:]], axis=1)  # [s, U]
-        yplus = np.maximum(yp, 0.0)
-        pb = up(
-            epi[q][..., None] * up(A[:, None, :] + up(ens[q, fc][:, None, None] * yplus, counter), counter), counter
-        )
-        counter.add(4 * yp.size, "check")
+        pb = epi[q][..., None] * (A[:, None, :] + top[:, None, None] * np.maximum(yp, 0.0))
         pos = np.where((far >= 0)[:, None, None], np.minimum(pf, pb), -np.inf)
+        counter.add(ehi.size + 10 * yp.size, "check")
         for j in range(b):  # one near token t = T − j
             t = np.maximum(T - j, 0)
             # its value: exact on the candidates, its worst output over all o != m elsewhere
             vc = minus(np.take_along_axis(evou.hi[t], cand[sel], axis=1), evou.lo[t, m][:, None])
             vt = np.concatenate([vc, W[t, m][:, None], W[t, m][:, None]], axis=1)  # [s, U]
-            x = up(vt[:, None, :] + yp, counter)  # [s, f, U]
-            counter.add(x.size, "check")
+            x = vt[:, None, :] + yp  # [s, f, U]
             wj = wt[q, t]  # [s, f]
-            pn = mul_upper(wj.lo[..., None], wj.hi[..., None], x, counter)
+            pn = np.where(x >= 0, wj.hi[..., None], wj.lo[..., None]) * x
             pos = np.maximum(pos, np.where((T - j >= 0)[:, None, None], pn, -np.inf))
-            counter.add(pos.size, "compare")
+            counter.add(5 * x.size, "check")
         ng = neg[sel]
         best = np.maximum(ng, pos)  # [s, f, U]
-        counter.add(best.size, "compare")
-        acc = qterm[sel]
-        for i in range(f):
-            acc = up(acc + best[:, i], counter)
-        counter.add(acc.size * f, "sum")
-        need = up(up(acc[:, None] - best, counter) + ng, counter).max(axis=1)  # a free copy of m
-        counter.add(3 * best.size, "sum")
+        acc = qterm[sel] + best.sum(axis=1)  # [s, U]: query + Σ_i max(neg_i, pos_i)
+        need = (acc[:, None] - best + ng).max(axis=1)  # a free copy of m, at the worst position
         tot = np.where(is_q_max[sel][:, None], acc, need)
-        return _decide(tot, valid[sel], counter)
+        counter.add(4 * best.size + 2 * acc.size, "check")
+        return _decide(tot, valid[sel], counter, slack[sel])
 
-    return search_pairs(ok, qs, ms, n)
+    return _search(ok, qs, ms, n, counter, start)
+
+
+def _search(ok, qs: np.ndarray, ms: np.ndarray, n: int, counter: FlopCounter, start) -> np.ndarray:
+    """``search_pairs`` over every pair, or for a subset with thresholds ``start`` [p] already
+    certified: the largest T >= start that ``ok`` passes, searched from start + 1 (the search not
+    counted, as in ``search_pairs``), and the pairs it raises checked once more, counted."""
+    if start is None:
+        return search_pairs(ok, qs, ms, n, counter)
+    saved = (counter.total, dict(counter.by_label))
+    idx = np.arange(qs.size)
+    found = largest_certified(ok, idx, ms, np.minimum(start + 1, ms - 1)) if idx.size else start
+    counter.total = saved[0]
+    counter.by_label.clear()
+    counter.by_label.update(saved[1])
+    up_ = np.nonzero(found > start)[0]
+    if up_.size and not np.all(ok(found[up_], up_)):
+        raise AssertionError("a threshold found by the search failed its verification")
+    return np.maximum(start, found)
 
 
 def prove_coupled(
@@ -352,13 +472,21 @@ def prove_coupled(
     exact_outputs: int = EXACT_OUTPUTS,
     near_tokens: int = NEAR_TOKENS,
     attention: str = "full",
+    refine_outputs: int = REFINE_OUTPUTS,
+    refine_top: int = REFINE_TOP,
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     d = resolve(dist, model.cfg.n, model.cfg.k)
     T = per_head_thresholds(
         model,
         lambda m: coupled_thresholds(
-            m, counter, exact_outputs=exact_outputs, near_tokens=near_tokens, attention=attention
+            m,
+            counter,
+            exact_outputs=exact_outputs,
+            near_tokens=near_tokens,
+            attention=attention,
+            refine_outputs=refine_outputs,
+            refine_top=refine_top,
         ),
     )
     return count_certified(T, model.cfg.k, d)

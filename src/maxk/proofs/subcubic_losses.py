@@ -49,7 +49,7 @@ from .common import require_single_head
 from .lowrank import eqke_meandiff, eqke_svd, qk_pieces
 from .registry import prove
 
-__all__ = ["Relaxation", "LADDER", "LossLadder", "loss_ladder", "threshold_counts"]
+__all__ = ["Relaxation", "LADDER", "COUPLING", "LossLadder", "coupling_study", "loss_ladder", "threshold_counts"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ class Relaxation:
     direct: bool = True
     pvou: bool = True
     copies: bool = True
+    # with ``evou``, which positions' value takes its worst output: the query's, the max copies',
+    # the non-max tokens' (``coupling_study`` takes them one at a time)
+    evou_query: bool = True
+    evou_max: bool = True
+    evou_tokens: bool = True
 
 
 PROOF = Relaxation()
@@ -162,19 +167,22 @@ def threshold_counts(
         Pd = pvou - pvou[:, m : m + 1]  # [i, o]
         if relax.direct:
             Dd = _side_max(Dd, m, split)
-        if relax.evou:
-            Vd = _side_max(Vd, m, split)
+        Vs = _side_max(Vd, m, split) if relax.evou else Vd
+        Vq_all = Vs if relax.evou_query else Vd
+        Vm_all = Vs if relax.evou_max else Vd
+        Vd = Vs if relax.evou_tokens else Vd
         if relax.pvou:
             Pd = _side_max(Pd, m, split)
         others = np.arange(n) != m  # the outputs a check ranges over
         Dd, Vd, Pd = Dd[:, others], Vd[:, others], Pd[:, others]
+        Vq_all, Vm_all = Vq_all[:, others], Vm_all[:, others]
         wq = (w_lo[q_, q_, f], w_hi[q_, q_, f])  # [q]
-        qterm = _upper(wq[0][:, None], wq[1][:, None], Dd + Vd[q_] + Pd[f])  # [q, o]
+        qterm = _upper(wq[0][:, None], wq[1][:, None], Dd + Vq_all[q_] + Pd[f])  # [q, o]
         if f == 0:
             ok = (qterm.max(axis=1) < 0) & (q_ == m)
             total += sum(dist.count_below(k, m, int(q), -1) for q in q_[ok])
             continue
-        xm = Dd[:, None, :] + Vd[m][None, None, :] + Pd[None, :f, :]  # [q, i, o]
+        xm = Dd[:, None, :] + Vm_all[m][None, None, :] + Pd[None, :f, :]  # [q, i, o]
         neg = _upper(w_lo[q_, m, :f][:, :, None], w_hi[q_, m, :f][:, :, None], xm)
         x = Dd[:, None, None, :] + Vd[:m, None, :][None] + Pd[None, None, :f, :]  # [q, t, i, o]
         if relax.token:
@@ -232,6 +240,34 @@ def _count_per_copies(base, neg, pos, m, k, dist) -> int:
         T = int(_first_failure((acc.max(axis=1) < 0)[None])[0])
         total += arr * dist.count_tokens(np.arange(m) <= T, q, cc)
     return total
+
+
+# the configurations of ``coupling_study``: (name, Relaxation), EQKE from the table and every
+# worst output per side (o < m, o > m) as subcubic-coupled's two side columns
+COUPLING = (
+    ("every term its own worst output", Relaxation(eqke=False)),
+    ("query value exact", Relaxation(eqke=False, evou_query=False)),
+    ("max copies' value exact", Relaxation(eqke=False, evou_max=False)),
+    ("non-max values exact", Relaxation(eqke=False, evou_tokens=False)),
+    ("query and max values exact", Relaxation(eqke=False, evou_query=False, evou_max=False)),
+    ("every value exact", Relaxation(eqke=False, evou=False)),
+    ("token weight-value pairing exact", Relaxation(eqke=False, token=False)),
+    ("values and pairing exact", Relaxation(eqke=False, evou=False, token=False)),
+    ("values, pairing and direct path exact", Relaxation(eqke=False, evou=False, token=False, direct=False)),
+    ("everything exact", EXACT),
+)
+
+
+def coupling_study(model, dist: str | Distribution = "uniform") -> dict[str, int]:
+    """Where ``subcubic-coupled``'s two side columns lose (float64 experiments, as the ladder):
+    certified counts of the threshold check with EQKE from the table, every term's worst output
+    taken per side of m, and one term or position at a time taken exactly (``COUPLING``). Cost:
+    len(COUPLING) float checks of O(n⁴·k) each."""
+    require_single_head(model, "coupling_study")
+    d = resolve(dist, model.cfg.n, model.cfg.k)
+    tab = circuit_tables(model)
+    scores = (tab.eqke[0], tab.eqke[0])
+    return {name: threshold_counts(tab, scores, r, d, split=True) for name, r in COUPLING}
 
 
 def _attention_bounds(model, strategy_attention: str) -> tuple[np.ndarray, np.ndarray]:
