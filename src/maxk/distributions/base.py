@@ -136,6 +136,18 @@ class Distribution(ABC):
         """Number of ordered cc-tuples of non-max tokens, all in ``allowed`` (bool [m], tokens
         below the max m), that fill a group's cc non-max positions beside query q."""
 
+    def count_token_groups(self, allowed: np.ndarray, qs: np.ndarray, m: int, k: int) -> np.ndarray:
+        """``count_tokens`` of every group at once: [b, k-1] exact ints (object or int64), entry
+        (i, cc-1) the count for query qs[i] with tokens ``allowed[i, cc-1]`` (allowed [b, k-1, m]
+        bool), 0 for a group that ``nonmax_groups`` does not yield. Cost O(b·k·m)."""
+        out = np.zeros(allowed.shape[:2], dtype=object)
+        row = {int(q): i for i, q in enumerate(qs)}
+        for q, cc, _ways in self.nonmax_groups(k, m):
+            i = row.get(q)
+            if i is not None:
+                out[i, cc - 1] = self.count_tokens(allowed[i, cc - 1], q, cc)
+        return out
+
     @abstractmethod
     def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
         """[nq, k-1] counts: for query q and group size cc, the ordered cc-tuples of non-max

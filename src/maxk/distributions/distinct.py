@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from math import factorial, perm
+from math import comb, factorial, perm
 
 import numpy as np
 
@@ -79,24 +79,34 @@ class Distinct(Distribution):
         return perm(size, cc)
 
     def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
-        """Subset DP over the tokens (the query excluded): O(nq·m·k·K)."""
+        """Subset DP over the tokens (the query excluded), for the rows whose count is not
+        immediate: a row whose largest usable bucket times cc is below K counts P(u, cc) (u
+        usable tokens). Cost O(nq·m) plus O(m·k·K) per other row."""
         nq, f, _ = bucket.shape
         dt = int_dtype(m, f)
         cc = np.array([f - 1] * m + [f])  # copies per query row
         b = np.where(cc[:, None] >= 1, bucket[np.arange(nq), np.maximum(cc - 1, 0)], K).copy()  # [nq, m]
         b[np.arange(m), np.arange(m)] = K  # under distinct the query token cannot repeat
-        dp = np.zeros((nq, f + 1, K), dtype=dt)  # dp[q, size, bucket sum]
+        usable = (b < K).sum(axis=1)
+        hard = np.where(b < K, b, 0).max(axis=1, initial=0) * cc >= K
+        counter.add(3 * b.size, "count DP")
+        sets = np.zeros(nq, dtype=object)  # [nq] sets of cc distinct tokens per query
+        for q in np.nonzero(~hard & (cc >= 1))[0]:
+            sets[q] = comb(int(usable[q]), int(cc[q]))
+        rows = np.nonzero(hard)[0]
+        bh, R = b[rows], len(rows)
+        dp = np.zeros((R, f + 1, K), dtype=dt)  # dp[row, size, bucket sum]
         dp[:, 0, 0] = 1
         ar = np.arange(K)[None, :]
-        rows = np.arange(nq)[:, None]
-        for t in range(m):
-            src = ar - b[:, t : t + 1]  # [nq, K]
-            live = (src >= 0) & (b[:, t : t + 1] < K)
+        at = np.arange(R)[:, None]
+        for t in range(m if R else 0):
+            src = ar - bh[:, t : t + 1]  # [R, K]
+            live = (src >= 0) & (bh[:, t : t + 1] < K)
             src = np.where(live, src, 0)
             for size in range(f - 1, -1, -1):
-                dp[:, size + 1] += np.where(live, dp[:, size][rows, src], 0)
-            counter.add(2 * f * nq * K, "count DP")
-        sets = dp[np.arange(nq), cc].sum(axis=-1)  # [nq] sets of cc tokens per query
+                dp[:, size + 1] += np.where(live, dp[:, size][at, src], 0)
+            counter.add(2 * f * R * K, "count DP")
+        sets[rows] = list(dp[np.arange(R), cc[rows]].sum(axis=-1))
         out = np.zeros((nq, f), dtype=object)
         for q in range(nq):
             if cc[q] >= 1:

@@ -101,7 +101,7 @@ class QueryUnique(Distribution):
 
     def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
         """``Uniform``'s truncated polynomial powers with the query token left out of its rows
-        (bucket K: never below K): O(nq·f²·K²)."""
+        (bucket K: never below K), as ``bucketed_powers``."""
         b = bucket.copy()
         if m > 0:
             b[np.arange(m), :, np.arange(m)] = K

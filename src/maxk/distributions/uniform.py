@@ -59,8 +59,17 @@ class Uniform(Distribution):
     def count_tokens(self, allowed: np.ndarray, q: int, cc: int) -> int:
         return int(allowed.sum()) ** cc
 
+    def count_token_groups(self, allowed: np.ndarray, qs: np.ndarray, m: int, k: int) -> np.ndarray:
+        """|allowed|^cc per group, vectorised: O(b·k·m)."""
+        f = k - 1
+        cc = np.arange(1, f + 1)[None, :]
+        occurs = cc <= np.where(np.asarray(qs) == m, f, f - 1)[:, None]  # [b, f]
+        out = np.where(occurs, allowed.sum(axis=-1), 0).astype(int_dtype(m, f))
+        out **= np.broadcast_to(cc, out.shape).astype(out.dtype)
+        return out
+
     def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
-        """Truncated polynomial powers of the bucket histogram: O(nq·f²·K²)."""
+        """Truncated polynomial powers of the bucket histogram (``bucketed_powers``)."""
         return bucketed_powers(bucket, K, counter)
 
     # ------------------------------------------------------------ samplers
@@ -211,25 +220,49 @@ class Uniform(Distribution):
 def bucketed_powers(bucket: np.ndarray, K: int, counter: FlopCounter) -> np.ndarray:
     """[nq, f] counts: for row q and group size cc, the ordered cc-tuples of tokens t, each drawn
     from every t with ``bucket[q, cc-1, t] < K``, whose buckets sum to less than K (bucket
-    [nq, f, m] ints in [0, K]): truncated polynomial powers of the bucket histogram, O(nq·f²·K²)."""
+    [nq, f, m] ints in [0, K]): the coefficients below x^K of h(x)^cc, h the row's bucket
+    histogram. Exact integers. Rows with no usable token count 0 and rows whose largest usable
+    bucket times cc is below K count u^cc (u usable tokens); the others take h^cc by squaring,
+    truncated, with each polynomial packed into one Python integer (``_truncated_power_sum``).
+    Cost O(nq·f·m) plus O(K²·log f) per row of the last kind."""
     nq, f, m_ = bucket.shape
-    dt = int_dtype(m_, f)
-    hist = np.zeros((nq, f, K), dtype=dt)
-    q_, c_, t_ = np.nonzero(bucket < K)
-    np.add.at(hist, (q_, c_, bucket[q_, c_, t_]), 1)
-    out = np.zeros((nq, f), dtype=dt)
-    cur = hist.copy()
-    out[:, 0] = cur[:, 0].sum(axis=-1)
-    for s in range(2, f + 1):  # cur[:, cc-1] = hist^s for the groups with cc >= s
-        h, x = hist[:, s - 1 :], cur[:, s - 1 :]
-        nxt = np.zeros_like(x)
-        for a in range(K):
-            nxt[..., a:] += x[..., a : a + 1] * h[..., : K - a]
-        counter.add(2 * nxt.size * K, "count DP")
-        cur = np.zeros_like(cur)
-        cur[:, s - 1 :] = nxt
-        out[:, s - 1] = nxt[:, 0].sum(axis=-1)
+    live = bucket < K
+    usable = live.sum(axis=-1)  # [nq, f]
+    top = np.where(live, bucket, 0).max(axis=-1, initial=0)
+    cc = np.arange(1, f + 1)[None, :]
+    counter.add(3 * bucket.size, "count DP")
+    out = np.empty((nq, f), dtype=int_dtype(m_, f))
+    out[...] = np.where(top * cc < K, usable, 0)
+    out **= np.broadcast_to(cc, (nq, f)).astype(out.dtype)
+    qi, ci = np.nonzero((top * cc >= K) & (usable > 0))
+    hard = live[qi, ci]  # [R, m]
+    rows, t = np.nonzero(hard)
+    hists = np.zeros((len(qi), K), dtype=np.int64)
+    np.add.at(hists, (rows, bucket[qi, ci][rows, t]), 1)
+    for q, c, hist, u in zip(qi.tolist(), ci.tolist(), hists.tolist(), usable[qi, ci].tolist(), strict=True):
+        out[q, c] = _truncated_power_sum(hist, c + 1, u, K, counter)
     return out
+
+
+def _truncated_power_sum(hist: list[int], e: int, u: int, K: int, counter: FlopCounter) -> int:
+    """Sum of the coefficients of x^0..x^(K-1) in h(x)^e, h(x) = sum_a hist[a] x^a with
+    sum(hist) = u, exactly. Each polynomial is one integer with B-bit slots (Kronecker
+    substitution), B above the bit length of u^e: no coefficient of a truncated power or of
+    their products reaches 2^B, so slots never carry and masking to K slots truncates."""
+    B = (u**e).bit_length() + 1
+    mask = (1 << (B * K)) - 1
+    base = sum(h << (B * a) for a, h in enumerate(hist) if h)
+    acc = 1
+    while e:
+        if e & 1:
+            acc = (acc * base) & mask
+            counter.add(K * (K + 1), "count DP")
+        e >>= 1
+        if e:
+            base = (base * base) & mask
+            counter.add(K * (K + 1), "count DP")
+    ones = mask // ((1 << B) - 1)  # sum of 2^(B·a), a < K; slot K-1 of acc·ones: the sum of acc's slots
+    return ((acc * ones) >> (B * (K - 1))) & ((1 << B) - 1)
 
 
 def _copies_table(k: int, n: int) -> np.ndarray:

@@ -36,14 +36,19 @@ certificate covering more inputs is used, so both counts stay exact and sound.
 
 Cost. G costs O(n³k²·log k) (n² pairs (m, q), n outputs, k² (c, j)). Token checks are first
 done with the output decoupled, min_o G + c·w·(min_o D + min_o V + min_o W) (and likewise rho
-from min_o G0), which costs O(n³k²) for all (m, q, c, t, j); only the (m, q, c, t) these cheap
-checks leave open are redone exactly over o, at O(n·k) each. Counting costs O(n²k²·K²).
-Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``) from the
-enclosed tables, so a too-close call is simply not certified.
+from min_o G0), which costs O(n³k²) for all (m, q, c, t, j); the (m, q, c, t) these cheap
+checks leave open are redone over a few outputs exactly and per tier of outputs, and the
+tiers that still fail tier by tier (``certified_sets``), at most O(n·k) each; a recheck that
+cannot change the count is skipped. Counting is exact (Python integers where int64 could
+overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate.
+Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``; the hot
+steps through ``maxk.proofs.fast_round``, bit for bit the same) from the enclosed tables, so a
+too-close call is simply not certified.
 """
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass, field
 from math import ceil, log2
 from typing import cast
@@ -54,11 +59,14 @@ from ..distributions import Distribution, get_distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from .common import diff_lower, exclude_column
-from .enclose import Interval, IntervalTables, down, enclosed_tables, exp, mul_lower, sum_lower, up
+from .enclose import Interval, IntervalTables, enclosed_tables, exp
+from .fast_round import down, mul_lower, sum_lower, up
 
 COST = "O(n^3 k^2)"
 _REFINE_CHUNK = 4096  # (m, q, c, t) cases redone at a time
+_REFINE_FLOATS = 1 << 20  # entries of token terms [cases, k-1, n] an exact recheck holds at once (8 MB)
 _BLOCK_FLOATS = 1 << 22  # entries of the worst-arrangement table G built at once (32 MB)
+_FINE_TIER = 8  # outputs per tier when a failed tier is bounded again before the exact recheck
 EXACT_OUTPUTS = 4  # r: a token case left open is redone exactly over 2r outputs
 EXACT_BUDGET = -1.0  # exact rechecks per max token, in units of (m+1)·m·(k-1)/n cases per stage;
 # negative: no limit (the default: every bound as before; a budget trades bound for O(n³k²) at scale)
@@ -83,7 +91,7 @@ def _worst_arrangements(Qt: np.ndarray, Mt: np.ndarray, k: int, c: FlopCounter) 
         acc = Qt
         G[:, f - 1, j, :] = Qt  # c = k-1: no max copies among the free positions
         for r in range(1, f):  # r = k-1-c max copies, c = f - r
-            acc = down(acc + X[:, r - 1, :], c)
+            acc = down(acc + X[:, r - 1, :], c, inplace=True)
             c.add(acc.size, "lower sum")
             G[:, f - r - 1, j, :] = acc
     return G
@@ -144,8 +152,9 @@ class MaxCertificate:
         nq, f_ = self.ok.shape[:2]
         self.use_mix = np.zeros((nq, f_), dtype=bool)
         mix = d.count_bucketed(self.bucket, self.K, m, k, c)
+        tokens = d.count_token_groups(self.ok, np.arange(nq), m, k)
         for q, cc, ways in d.nonmax_groups(k, m):
-            old = ways * d.count_tokens(self.ok[q, cc - 1], q, cc)
+            old = ways * int(tokens[q, cc - 1])
             new = ways * int(mix[q, cc - 1])
             self.use_mix[q, cc - 1] = new > old
             total += max(old, new)
@@ -194,7 +203,17 @@ class _OutputSets:
         Vx = exclude_column(V[:m], m)
         self.own = np.argsort(Vx, axis=1, kind="stable")[:, :r]  # [m, r]
         np.put_along_axis(Vx, self.own, np.inf, axis=1)
+        self._vx = Vx
         self.v_tiers = self._tiers(Vx)  # [m, B]: min of V[t, o] over each tier outside t's own
+
+    def refined(self, size: int) -> _OutputSets:
+        """The same exact sets with each tier cut into tiers of at most ``size`` outputs (every
+        tier of the result lies in one tier of self). Cost O(m·n)."""
+        fine = copy(self)
+        n1 = len(self.perm)
+        fine.starts = np.union1d(self.starts, np.arange(0, n1, size))
+        fine.v_tiers = fine._tiers(self._vx)
+        return fine
 
     def _tiers(self, x: np.ndarray) -> np.ndarray:
         """min of x [..., n] over each tier: [..., B] (+inf for a tier of +inf entries only)."""
@@ -221,6 +240,7 @@ def certified_sets(
     exact_budget: float | None = None,
     head: int = 0,
     direct: np.ndarray | None = None,
+    prune: bool = True,
 ) -> MaxCertificate:
     """The cubic proof for max token m (see ``MaxCertificate``). Entries for (q, cc) that cannot
     occur under ``dist`` are not refined.
@@ -228,15 +248,21 @@ def certified_sets(
     A token case (q, cc, t) that the output-decoupled check leaves open is redone with
     ``exact_outputs`` = r: exactly over 2r outputs (the shared rivals of m and the r that t
     promotes most) and decoupled per tier over the rest, O(k·(r + log n)) per case; the cases
-    still open after that are redone exactly over every output, O(k·n) each, nearest token to m
-    first (the hard cases: their attention rivals the max's), at most
-    ``exact_budget``·(m+1)·m·(k-1)/n of them per stage (None: all), and never those whose
-    partial values already fail (the exact check recomputes them). A fixed budget keeps the
-    proof at O(n³k²). Queries are taken in blocks of at most _BLOCK_FLOATS entries of G.
-    Cost O(n²k²·(r + budget + log n)).
+    still open after that get the exact check over every output, nearest token to m first (the
+    hard cases: their attention rivals the max's), at most ``exact_budget``·(m+1)·m·(k-1)/n of
+    them per stage (None: all), and never those whose partial values already fail (the exact
+    check recomputes them). The exact check redoes only the tiers the partial check failed:
+    each is bounded again in tiers of _FINE_TIER outputs and only those that fail again are
+    computed output by output (the decision is the check over every output's: a tier's bound
+    is below each of its outputs' values). ``prune``: skip the rechecks that cannot change the
+    count (per-token rechecks in a group whose mixture count already reaches the best per-token
+    count, and the mixture rechecks of ``_mixture_rechecks_matter``); the count is unchanged.
+    Queries are taken in blocks of at most _BLOCK_FLOATS entries of G, rechecks in chunks of
+    at most _REFINE_FLOATS token terms. Cost O(n²k²·(r + log n) + budget·n²k²).
 
     ``head``, ``direct``: the certificate of one head of a multi-head model (its tables, with
-    ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``multi_head_sets``)."""
+    ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``multi_head_sets``, which
+    combines the heads' certificates and so does not prune)."""
     n, k = tab.n, tab.k
     dist = get_distribution(dist)
     f = k - 1  # free positions 0..k-2; the query sits at k-1
@@ -245,14 +271,14 @@ def certified_sets(
     nq = m + 1
     qs = np.arange(nq)
     # a constant shift per q keeps every exp <= ~1 (any float is sound: it cancels in sign F)
-    shift = up(eqke_hi[qs, : m + 1].max(axis=1) + eqkp_hi[qs].max(axis=1), c)  # [nq]
+    shift = up(eqke_hi[qs, : m + 1].max(axis=1) + eqkp_hi[qs].max(axis=1), c, inplace=True)  # [nq]
     c.add(nq * (m + 1 + k + 1), "shift")
 
     def weight(t_lo, t_hi, p_lo, p_hi) -> Interval:
         """exp(EQKE[q, t] + EQKP[q, i] - shift[q]) enclosed; args broadcast with q first."""
-        a_lo, a_hi = down(t_lo + p_lo, c), up(t_hi + p_hi, c)
+        a_lo, a_hi = down(t_lo + p_lo, c, inplace=True), up(t_hi + p_hi, c, inplace=True)
         sh = shift.reshape((nq,) + (1,) * (a_lo.ndim - 1))
-        s_lo, s_hi = down(a_lo - sh, c), up(a_hi - sh, c)
+        s_lo, s_hi = down(a_lo - sh, c, inplace=True), up(a_hi - sh, c, inplace=True)
         c.add(2 * s_lo.size + 2 * s_hi.size, "scores")
         return exp(Interval(s_lo, s_hi), c)
 
@@ -278,7 +304,7 @@ def certified_sets(
     G0 = np.empty((nq, f, n))
     G0[:, f - 1] = acc = Qt
     for r_ in range(1, f):
-        acc = down(acc + Ms[:, r_ - 1], c)
+        acc = down(acc + Ms[:, r_ - 1], c, inplace=True)
         c.add(acc.size, "lower sum")
         G0[:, f - 1 - r_] = acc
     G0x = exclude_column(G0, m)
@@ -305,6 +331,7 @@ def certified_sets(
     c.add(2 * (D.size + nq * f * n + G0.size), "compare")
     allow = np.inf if exact_budget is None else exact_budget * nq * m * f / n
     allowance = {"ok": allow, "mixture": allow}
+    chunk = max(1, min(_REFINE_CHUNK, _REFINE_FLOATS // (f * n)))
 
     def token_terms(a: np.ndarray, t_: np.ndarray, o: np.ndarray | None) -> np.ndarray:
         """Lower bounds of T(t, j, o) for (q, t) = (a, t_) [F]: [F, f, n] over every output, or
@@ -336,6 +363,75 @@ def certified_sets(
         order = np.argsort(-t_, kind="stable")[:take]
         return q_[order], c_[order], t_[order]
 
+    # A case the partial check leaves open is redone tier by tier: the failed tiers are bounded
+    # again in fine tiers of _FINE_TIER outputs, and only the fine tiers that fail again are
+    # computed exactly. The decision is the exact check's over every output: a tier's (or fine
+    # tier's) bound is below each of its outputs' exact values (every step is monotone).
+    fine = sets.refined(_FINE_TIER)
+    coarse_of = np.searchsorted(sets.starts, fine.starts, side="right") - 1  # [Bf]
+    fine_size = np.diff(np.append(fine.starts, n - 1))
+    fDR = fine.rest_min(D, qs)  # [nq, Bf]
+    fWR = fine.rest_min(np.broadcast_to(W[:f], (nq, f, n)), qs)  # [nq, f, Bf]
+    fG0R = fine.rest_min(G0, qs)  # [nq, f, Bf]
+    c.add(D.size + nq * f * n + G0.size, "compare")
+
+    def fine_tiers(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(case [L], fine tier [L]): the fine tiers inside the tiers marked in ``bits`` [F]."""
+        case, ft = np.nonzero(((bits[:, None] >> coarse_of[None, :]) & 1).astype(bool))
+        return case, ft
+
+    def fine_terms(aq: np.ndarray, tt: np.ndarray, ft: np.ndarray) -> np.ndarray:
+        """Lower bounds [L, f] of T(t, j, o) over fine tier ft outside the exact set of (q, t) =
+        (aq, tt) [L] (+inf for a fine tier without such outputs)."""
+        DR_, VR_, WR_ = fDR[aq, ft][:, None], fine.v_tiers[tt, ft][:, None], fWR[aq, :, ft]
+        empty = ~(np.isfinite(DR_) & np.isfinite(VR_) & np.isfinite(WR_))
+        with np.errstate(invalid="ignore", over="ignore"):  # empty fine tiers only, replaced below
+            T = mul_lower(wt.lo[aq, tt], wt.hi[aq, tt], sum_lower([DR_, VR_, WR_], c), c)
+        return np.where(empty, np.inf, T)
+
+    def exact_terms(a: np.ndarray, t_: np.ndarray, case: np.ndarray, ft: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Every output of fine tier ft of case ``case`` [L'] (cases (q, t) = (a, t_) [F]) and
+        T(t, j, o) there: (case [L], o [L], T [L, f]), the same floats as ``token_terms`` over
+        every output. Cost O(L·k)."""
+        size = fine_size[ft]
+        each = np.repeat(np.arange(len(case)), size)
+        offset = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+        case, o = case[each], fine.perm[fine.starts[ft][each] + offset]
+        aq, tt = a[case], t_[case]
+        U = sum_lower([D[aq, o][:, None], V[tt, o][:, None], W[:f, o].T], c)
+        return case, o, mul_lower(wt.lo[aq, tt], wt.hi[aq, tt], U, c)
+
+    def tier_bits(fails: np.ndarray) -> np.ndarray:
+        """[F, B] bool -> [F] int64 with bit i set where tier i is marked."""
+        return (fails.astype(np.int64) << np.arange(fails.shape[-1], dtype=np.int64)).sum(axis=-1)
+
+    # mixture certificate: F(o) >= G0 - sum_j (-T(t_j, j, o))^+ >= G0 (1 - sum_j rho(t_j)).
+    # Its decoupled and partial stages come first: the per-token stage's rechecks consult its count.
+    usable = G0min > 0
+    neg = np.maximum(-tl, 0.0).max(axis=-1)  # [nq, m] >= (-T(t, j, o))^+ for every j, o
+    with np.errstate(over="ignore"):  # overflow to +inf (a tiny usable G0): an unusable bucket
+        rho = up(neg[:, None, :] / np.where(usable, G0min, 1.0)[:, :, None], c, inplace=True)  # [nq, f, m]
+    c.add(neg.size * (f + 1) + rho.size, "mixture")
+    bucket = np.where(usable[:, :, None], _bucket(rho, c), MIX_BUCKETS)
+    floor = np.full_like(bucket, MIX_BUCKETS)
+    mix_tiers = np.zeros(bucket.shape, dtype=np.int64)  # tiers a mixture recheck must redo exactly
+    qi, ci, ti = np.nonzero((bucket >= 2) & usable[:, :, None] & valid[:, :, None])
+    for s in range(0, len(qi), _REFINE_CHUNK):
+        a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
+        o = sets.outputs(a, t_)
+        negT = np.maximum(-token_terms(a, t_, o), 0.0)  # [F, f, 2r]
+        negR = np.maximum(-rest_terms(a, t_), 0.0)  # [F, f, B]
+        with np.errstate(over="ignore"):  # ratios that overflow are +inf: unusable, as above
+            r_exact = up(negT / G0x[a[:, None], b_[:, None], o][:, None, :], c, inplace=True).max(axis=(1, 2))
+            r_tier = up(negR / G0R[a, b_][:, None, :], c, inplace=True).max(axis=1)  # [F, B]; G0R >= G0min > 0
+        c.add(3 * negT.size + 2 * len(a) * f, "mixture partial")
+        bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], _bucket(np.maximum(r_exact, r_tier.max(axis=1)), c))
+        # the exact rho is at least these outputs' share: rechecking helps only below that, and
+        # only in the tiers whose bound's bucket exceeds it (a tier's exact values are below its bound)
+        floor[a, b_, t_] = lowest = _bucket(r_exact, c)
+        mix_tiers[a, b_, t_] = tier_bits(~(_bucket(r_tier, c) <= lowest[:, None]))
+    mix_now = dist.count_bucketed(bucket, MIX_BUCKETS, m, k, c)  # [nq, f]; exact rechecks only raise it
+
     ok = np.zeros((nq, f, m), dtype=bool)
     cs = np.arange(1, k, dtype=np.float64)[None, :, None, None]  # copies c = 1..k-1
     qb = max(1, _BLOCK_FLOATS // (f * f * n))
@@ -347,62 +443,80 @@ def certified_sets(
         GR = sets.rest_min(Gx, blk)  # [b, c, j, B]: over each tier of the decoupled rest
         c.add(2 * G.size, "compare")
         # G + c·T > 0 iff T > -G/c: one comparison per (q, c, t, j) against a float above -G/c
-        thr = up(-Gmin / cs[:, :, 0], c)  # [b, c, j]
+        thr = up(-Gmin / cs[:, :, 0], c, inplace=True)  # [b, c, j]
         cheap = tl[blk][:, None, :, :] > thr[:, :, None, :]  # [b, c, m, f]
         c.add(thr.size + cheap.size, "cheap check")
         okb = cast(np.ndarray, cheap.all(axis=-1))  # [b, c, t]
         hopeless = np.zeros_like(okb)
+        ok_tiers = np.zeros(okb.shape, dtype=np.int64)  # tiers an exact recheck must redo
         qi, ci, ti = np.nonzero(~okb & valid[blk][:, :, None])
         for s in range(0, len(qi), _REFINE_CHUNK):
             a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
             aq, cc = blk[a], (b_ + 1.0)[:, None]
             o = sets.outputs(aq, t_)  # [F, 2r]
-            cT = down(cc[:, :, None] * token_terms(aq, t_, o), c)
-            exact_part = down(np.take_along_axis(Gx[a, b_], o[:, None, :], axis=2) + cT, c).min(axis=-1)
+            cT = down(cc[:, :, None] * token_terms(aq, t_, o), c, inplace=True)
+            exact_part = down(
+                Gx[a[:, None, None], b_[:, None, None], np.arange(f)[:, None], o[:, None, :]] + cT, c, inplace=True
+            ).min(-1)
             with np.errstate(over="ignore"):  # +inf (empty tiers) stays +inf or the largest float
-                rest_part = down(GR[a, b_] + down(cc[:, :, None] * rest_terms(aq, t_), c), c).min(axis=-1)
+                rest_part = down(
+                    GR[a, b_] + down(cc[:, :, None] * rest_terms(aq, t_), c, inplace=True), c, inplace=True
+                )  # [F, f, B]
             c.add(3 * cT.size + 4 * exact_part.size, "partial check")
-            okb[a, b_, t_] = ((exact_part > 0) & (rest_part > 0)).all(axis=-1)
+            tiers_fail = np.logical_not((rest_part > 0).all(axis=1))  # [F, B]; exact values are above the bound
+            okb[a, b_, t_] = (exact_part > 0).all(axis=-1) & ~tiers_fail.any(axis=-1)
+            ok_tiers[a, b_, t_] = tier_bits(tiers_fail)
             # the exact check computes these same outputs' values: it fails where they fail
             hopeless[a, b_, t_] = ~(exact_part > 0).all(axis=-1)
-        qi, ci, ti = nearest(~okb & ~hopeless & valid[blk][:, :, None], "ok", len(blk) / (nq - q0))
-        for s in range(0, len(qi), _REFINE_CHUNK):
-            a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
-            cT = down((b_ + 1.0)[:, None, None] * token_terms(blk[a], t_, None), c)
-            tot = down(Gx[a, b_] + cT, c)  # o = m stays +inf
+        open_ = ~okb & ~hopeless & valid[blk][:, :, None]
+        if prune:  # a recheck can matter only where the token count could beat the mixture's
+            best = dist.count_token_groups(okb | open_, blk, m, k)
+            open_ &= np.asarray(best > mix_now[blk], dtype=bool)[:, :, None]
+        qi, ci, ti = nearest(open_, "ok", len(blk) / (nq - q0))
+        # the exact check over every output, redone only in the tiers the partial check failed:
+        # the exact set passed (not hopeless) and the other tiers' values are above their bounds
+        fGR = fine.rest_min(Gx, blk) if len(qi) else None  # [b, c, j, Bf]
+        c.add(Gx.size if len(qi) else 0, "compare")
+        for s in range(0, len(qi), chunk):
+            assert fGR is not None
+            a, b_, t_ = qi[s : s + chunk], ci[s : s + chunk], ti[s : s + chunk]
+            case, ft = fine_tiers(ok_tiers[a, b_, t_])
+            cT = down((b_[case] + 1.0)[:, None] * fine_terms(blk[a][case], t_[case], ft), c, inplace=True)
+            with np.errstate(over="ignore", invalid="ignore"):  # +inf (empty fine tiers) stays +inf
+                again = ~(down(fGR[a[case], b_[case], :, ft] + cT, c, inplace=True) > 0).all(axis=-1)
+            c.add(3 * cT.size, "exact check")
+            case, o, T = exact_terms(blk[a], t_, case[again], ft[again])
+            tot = down(
+                Gx[a[case], b_[case], :, o] + down((b_[case] + 1.0)[:, None] * T, c, inplace=True), c, inplace=True
+            )
             c.add(2 * tot.size, "exact check")
-            okb[a, b_, t_] = (tot.min(axis=-1) > 0).all(axis=-1)
+            fails = np.zeros(len(a), dtype=bool)
+            np.logical_or.at(fails, case, ~(tot > 0).all(axis=-1))
+            okb[a, b_, t_] = ~fails
         ok[blk] = okb
 
-    # mixture certificate: F(o) >= G0 - sum_j (-T(t_j, j, o))^+ >= G0 (1 - sum_j rho(t_j)).
-    usable = G0min > 0
-    neg = np.maximum(-tl, 0.0).max(axis=-1)  # [nq, m] >= (-T(t, j, o))^+ for every j, o
-    with np.errstate(over="ignore"):  # overflow to +inf (a tiny usable G0): an unusable bucket
-        rho = up(neg[:, None, :] / np.where(usable, G0min, 1.0)[:, :, None], c)  # [nq, f, m]
-    c.add(neg.size * (f + 1) + rho.size, "mixture")
-    bucket = np.where(usable[:, :, None], _bucket(rho, c), MIX_BUCKETS)
-    floor = np.full_like(bucket, MIX_BUCKETS)
-    qi, ci, ti = np.nonzero((bucket >= 2) & usable[:, :, None] & valid[:, :, None])
-    for s in range(0, len(qi), _REFINE_CHUNK):
-        a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
-        o = sets.outputs(a, t_)
-        negT = np.maximum(-token_terms(a, t_, o), 0.0)  # [F, f, 2r]
-        negR = np.maximum(-rest_terms(a, t_), 0.0)  # [F, f, B]
-        with np.errstate(over="ignore"):  # ratios that overflow are +inf: unusable, as above
-            r_exact = up(negT / np.take_along_axis(G0x[a, b_], o, axis=1)[:, None, :], c).max(axis=(1, 2))
-            r = np.maximum(r_exact, up(negR / G0R[a, b_][:, None, :], c).max(axis=(1, 2)))  # G0R >= G0min > 0
-        c.add(3 * negT.size + 2 * len(a) * f, "mixture")
-        bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], _bucket(r, c))
-        # the exact rho is at least these outputs' share: rechecking helps only below that
-        floor[a, b_, t_] = _bucket(r_exact, c)
-    qi, ci, ti = nearest((bucket > np.maximum(floor, 1)) & usable[:, :, None] & valid[:, :, None], "mixture", 1.0)
-    for s in range(0, len(qi), _REFINE_CHUNK):
-        a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
-        negT = np.maximum(-token_terms(a, t_, None), 0.0)  # [F, f, n]; o = m divides by +inf
+    eligible = (bucket > np.maximum(floor, 1)) & usable[:, :, None] & valid[:, :, None]
+    if prune:
+        eligible &= _mixture_rechecks_matter(
+            bucket, floor, eligible, dist.count_token_groups(ok, qs, m, k), m, k, dist, c
+        )
+    qi, ci, ti = nearest(eligible, "mixture", 1.0)
+    # the exact rho's bucket: the floor, or more from the tiers whose bound's bucket exceeds it
+    for s in range(0, len(qi), chunk):
+        a, b_, t_ = qi[s : s + chunk], ci[s : s + chunk], ti[s : s + chunk]
+        case, ft = fine_tiers(mix_tiers[a, b_, t_])
+        negB = np.maximum(-fine_terms(a[case], t_[case], ft), 0.0).max(axis=1)  # [L]
+        with np.errstate(over="ignore", invalid="ignore"):  # as in the partial stage
+            again = _bucket(up(negB / fG0R[a[case], b_[case], ft], c, inplace=True), c) > floor[a, b_, t_][case]
+        c.add(2 * negB.size + len(case) * f, "mixture exact")
+        case, o, T = exact_terms(a, t_, case[again], ft[again])
+        # max over j before the division: up(x / g) is monotone in x, so this is the same float
         with np.errstate(over="ignore"):
-            r = up(negT / G0x[a, b_][:, None, :], c).max(axis=(1, 2))
-        c.add(2 * negT.size, "mixture")
-        bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], _bucket(r, c))
+            r = up(np.maximum(-T, 0.0).max(axis=1) / G0x[a[case], b_[case], o], c, inplace=True)  # [L]
+        c.add(2 * T.size + 2 * len(case), "mixture exact")
+        rho_tiers = np.zeros(len(a))
+        np.maximum.at(rho_tiers, case, r)
+        bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], np.maximum(floor[a, b_, t_], _bucket(rho_tiers, c)))
     return MaxCertificate(m, k, dist, cert0, ok, bucket)
 
 
@@ -449,7 +563,9 @@ def multi_head_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Fl
     bucket by the max over heads (a bucket sum < K then holds for every head). Cost: h times the
     single-head proof."""
     lam, lam_ok = _head_thresholds(tab, m, c)
-    heads = [certified_sets(tab, m, dist, c, head=h, direct=-lam[h], **options) for h in range(tab.n_heads)]
+    heads = [
+        certified_sets(tab, m, dist, c, head=h, direct=-lam[h], prune=False, **options) for h in range(tab.n_heads)
+    ]
     cert0 = np.logical_and.reduce([x.cert0 for x in heads]) & lam_ok
     first = heads[0]
     if first.ok is None:
@@ -462,11 +578,50 @@ def multi_head_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Fl
     return MaxCertificate(m, first.k, first.dist, cert0, ok, bucket)
 
 
+def _mixture_rechecks_matter(
+    bucket: np.ndarray, floor: np.ndarray, eligible: np.ndarray, tokens: np.ndarray, m: int, k: int, dist, c
+) -> np.ndarray:
+    """Which eligible mixture rechecks (bool [nq, f, m]) can change the certified count. A recheck
+    lowers bucket[q, cc-1, t] to no less than the floor, so with opt = the buckets at their best:
+    none matters in a group whose count at opt does not exceed ``tokens`` (the per-token
+    certificate's count, [nq, f]: the group takes the larger); and a token's matters only if
+    some tuple holding it is counted at opt and not now. For cc = 1 that is opt_t < K <= bucket_t;
+    for cc >= 2 it needs another token s of the tuple with
+        opt_t + opt_s + (cc-2)·L < K <= bucket_t + b_s + (cc-2)·R,
+    L the least opt, b_s = min(bucket_s, K-1) (a counted tuple's final buckets are below K) and
+    R the largest such b_s (the tuple's other cc-2 tokens relaxed to those). Skipping the others
+    leaves the count unchanged. Cost O(nq·k·m·log m) plus a count."""
+    K = MIX_BUCKETS
+    opt = np.where(eligible, np.minimum(bucket, floor), bucket)
+    groups = np.asarray(dist.count_bucketed(opt, K, m, k, c) > tokens, dtype=bool)  # [nq, f]
+    qi, ci = np.nonzero(groups & eligible.any(axis=-1))
+    out = np.zeros_like(eligible)
+    if len(qi) == 0:
+        return out
+    b, o, R, m_ = bucket[qi, ci], opt[qi, ci], len(qi), bucket.shape[-1]  # [R, m]
+    cc = (ci + 1)[:, None]
+    lowest = o.min(axis=-1, keepdims=True)
+    capped = np.where(o < K, np.minimum(b, K - 1), -1)  # -1: s is in no counted tuple
+    reach = capped.max(axis=-1, keepdims=True)
+    # for each t the largest b_s among the tokens s with opt_s < K - opt_t - (cc-2)·L
+    order = np.argsort(o, axis=-1, kind="stable")
+    best = np.maximum.accumulate(np.take_along_axis(capped, order, axis=-1), axis=-1).reshape(-1)
+    rows = (np.arange(R) * (K + 2))[:, None]
+    keys = (rows + np.take_along_axis(o, order, axis=-1)).reshape(-1)  # sorted: rows, then opt
+    first = np.searchsorted(keys, rows + np.clip(K - o - (cc - 2) * lowest, 0, K + 1))  # [R, m]
+    other = np.where(first > (np.arange(R) * m_)[:, None], best[np.maximum(first - 1, 0)], -1)
+    pair = (other >= 0) & (b + other + (cc - 2) * reach >= K)
+    single = (o < K) & (b >= K)
+    c.add(b.size * (12 + ceil(log2(max(m_, 2)))), "mixture")
+    out[qi, ci] = eligible[qi, ci] & np.where(cc == 1, single, pair)
+    return out
+
+
 def _bucket(rho: np.ndarray, c: FlopCounter) -> np.ndarray:
     """ceil(K·rho) as ints, capped at K (= unusable); rho >= 0. Rounded up, so the sum of the
     buckets of a tuple is < K only if the sum of the rhos is < 1."""
     with np.errstate(over="ignore"):  # a rho near the float limit goes to +inf: unusable
-        x = np.ceil(up(rho * MIX_BUCKETS, c))
+        x = np.ceil(up(rho * MIX_BUCKETS, c, inplace=True))
     c.add(2 * x.size, "mixture")
     return np.where(x < MIX_BUCKETS, x, MIX_BUCKETS).astype(np.int64)  # NaN: unusable
 
