@@ -33,7 +33,7 @@ from .bench import exact_truth, family_sigmas, noised_model, stratified_truth, t
 from .budget import per_input_flops
 
 DEFAULT_BUDGETS = (1e5, 1e6, 1e7, 1e8, 1e9)
-FRONTIER_METHODS = ("systematic", "cumulant", "bins", "mean", "stratified", "sampling")
+FRONTIER_METHODS = ("wick-residual", "systematic", "allocated", "cumulant", "bins", "mean", "stratified", "sampling")
 
 
 def parse_budgets(text: str) -> list[float]:
