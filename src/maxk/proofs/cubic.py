@@ -367,6 +367,8 @@ def certified_sets(
     # again in fine tiers of _FINE_TIER outputs, and only the fine tiers that fail again are
     # computed exactly. The decision is the exact check's over every output: a tier's (or fine
     # tier's) bound is below each of its outputs' exact values (every step is monotone).
+    if len(sets.starts) > 62:  # tier_bits packs the failed tiers of a case into one int64
+        raise MaxkError(f"cubic: {len(sets.starts)} output tiers do not fit the recheck's bit set")
     fine = sets.refined(_FINE_TIER)
     coarse_of = np.searchsorted(sets.starts, fine.starts, side="right") - 1  # [Bf]
     fine_size = np.diff(np.append(fine.starts, n - 1))
