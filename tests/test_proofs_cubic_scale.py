@@ -1,4 +1,4 @@
-"""The cubic proof at scale: its fast rounding equals ``enclose``'s bit for bit, the counting
+"""The cubic proof at scale: ``enclose``'s fast rounding equals ``np.nextafter`` bit for bit, the counting
 kernel's fast paths equal plain dynamic programming and enumeration, the tier-by-tier exact
 rechecks decide as the exact check over every output, and skipping the rechecks that cannot
 change the count leaves the count unchanged."""
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from maxk.distributions import DISTINCT, UNIFORM, get_distribution
 from maxk.distributions.uniform import bucketed_powers
 from maxk.flops import FlopCounter
-from maxk.proofs import enclose, fast_round
+from maxk.proofs import enclose
 from maxk.proofs.cubic import MIX_BUCKETS, certified_sets
 from maxk.proofs.enclose import enclosed_tables
 
@@ -29,26 +29,37 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.all(a.view(np.int64) == b.view(np.int64)))
 
 
+def _ref_down(x):
+    return np.nextafter(np.asarray(x, dtype=np.float64), -np.inf)
+
+
+def _ref_up(x):
+    return np.nextafter(np.asarray(x, dtype=np.float64), np.inf)
+
+
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10**6), size=st.integers(1, 300))
-def test_fast_rounding_is_enclose_bit_for_bit(seed, size):
+@given(seed=st.integers(0, 10**6), size=st.integers(1, 300), tile=st.sampled_from([1, 64]))
+def test_fast_rounding_is_nextafter_bit_for_bit(seed, size, tile):
+    """``enclose``'s rounding (np.nextafter on small arrays, torch.nextafter on large ones, in
+    place or not) equals np.nextafter bit for bit, and counts one op per element."""
     rng = np.random.default_rng(seed)
     x = np.concatenate([SPECIAL, rng.standard_normal(size) * 10.0 ** rng.integers(-300, 300, size)])
+    x = np.tile(x, tile)  # tile 64: above enclose._TORCH_MIN, the torch path
     y, w = rng.standard_normal(x.shape), rng.random(x.shape)
-    for name in ("down", "up"):
-        c1, c2 = FlopCounter(), FlopCounter()
-        want = getattr(enclose, name)(x, c1)
-        assert _same_bits(getattr(fast_round, name)(x, c2), want) and c1.by_label == c2.by_label
-        assert _same_bits(getattr(fast_round, name)(x.copy(), FlopCounter(), inplace=True), want)
-    nan = fast_round.down(np.array([np.nan]), FlopCounter())
+    for name, ref in (("down", _ref_down), ("up", _ref_up)):
+        c = FlopCounter()
+        want = ref(x)
+        assert _same_bits(getattr(enclose, name)(x, c), want) and c.by_label == {"rounding": x.size}
+        assert _same_bits(getattr(enclose, name)(x.copy(), FlopCounter(), inplace=True), want)
+    nan = enclose.down(np.full(x.size, np.nan), FlopCounter())
     assert np.isnan(nan).all()
-    c1, c2 = FlopCounter(), FlopCounter()
-    assert _same_bits(fast_round.sum_lower([x, y, w[:1]], c1), enclose.sum_lower([x, y, w[:1]], c2))
-    assert _same_bits(fast_round.mul_lower(w, w + 1.0, y, c1), enclose.mul_lower(w, w + 1.0, y, c2))
-    assert c1.by_label == c2.by_label
+    want_sum = _ref_down(_ref_down(x + y) + w[:1])
+    assert _same_bits(enclose.sum_lower([x, y, w[:1]], FlopCounter()), want_sum)
+    want_mul = _ref_down(np.where(y >= 0, w, w + 1.0) * y)
+    assert _same_bits(enclose.mul_lower(w, w + 1.0, y, FlopCounter()), want_mul)
     strided = x[::2]  # a view: rounded into a copy, never into its base
     before = x.copy()
-    fast_round.down(strided, FlopCounter(), inplace=True)
+    enclose.down(strided, FlopCounter(), inplace=True)
     assert _same_bits(x, before)
 
 
@@ -57,10 +68,10 @@ def test_fast_rounding_of_large_arrays_in_pieces():
     one included."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 40_001)) * 10.0 ** rng.integers(-300, 300, (3, 40_001))
-    for name in ("down", "up"):
-        want = getattr(enclose, name)(x, FlopCounter())
-        assert _same_bits(getattr(fast_round, name)(x, FlopCounter()), want)
-        assert _same_bits(getattr(fast_round, name)(x.copy(), FlopCounter(), inplace=True), want)
+    for name, ref in (("down", _ref_down), ("up", _ref_up)):
+        want = ref(x)
+        assert _same_bits(getattr(enclose, name)(x, FlopCounter()), want)
+        assert _same_bits(getattr(enclose, name)(x.copy(), FlopCounter(), inplace=True), want)
 
 
 def _power_dp(bucket: np.ndarray, K: int) -> np.ndarray:

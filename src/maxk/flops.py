@@ -6,6 +6,8 @@ counted by the code that performs them rather than typed in beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -28,3 +30,15 @@ class FlopCounter:
     def elementwise(self, size: int, ops: int = 1, label: str = "elementwise") -> None:
         """``ops`` operations on each of ``size`` elements."""
         self.add(size * ops, label)
+
+    @contextmanager
+    def uncounted(self) -> Iterator[None]:
+        """Work inside the block is not kept: the total and labels are restored on exit (e.g. a
+        proof's search, whose result is then verified and counted)."""
+        total, labels = self.total, dict(self.by_label)
+        try:
+            yield
+        finally:
+            self.total = total
+            self.by_label.clear()
+            self.by_label.update(labels)

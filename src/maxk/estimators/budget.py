@@ -217,14 +217,16 @@ def _is_cells(rung: Rung) -> bool:
     return rung.get("explanation") == "cells"
 
 
+def _cell_settings(rung: Rung) -> tuple[int | None, int, bool]:
+    """A cell rung's (cells kept, None: all; competitors; first-order terms)."""
+    return rung.get("cells", 0) or None, rung.get("competitors", COMPETITORS), rung.get("first_order", False)
+
+
 def _rung_per_input(tables: CircuitTables, dist: Distribution, rung: Rung) -> tuple[int | None, int]:
     """(FLOPs of one input's f and control, controls the pilot compares) under ``rung``."""
     if not _is_cells(rung):
         return None, N_CONTROLS
-    w = cell_input_flops(
-        tables, dist, rung.get("cells", 0) or None, rung.get("competitors", COMPETITORS), rung.get("first_order", False)
-    )
-    return per_input_flops(tables) + w, 2
+    return per_input_flops(tables) + cell_input_flops(tables, dist, *_cell_settings(rung)), 2
 
 
 def explanation_flops(tables: CircuitTables, dist: Distribution, rung: Rung) -> int:
@@ -235,13 +237,7 @@ def explanation_flops(tables: CircuitTables, dist: Distribution, rung: Rung) -> 
     and sizes its sample from what is left. The cell explanation's cost is exact (it does not
     depend on the weights: ``cell_flops``). Cached."""
     if _is_cells(rung):
-        return cell_flops(
-            tables,
-            dist,
-            rung.get("cells", 0) or None,
-            rung.get("competitors", COMPETITORS),
-            rung.get("first_order", False),
-        )
+        return cell_flops(tables, dist, *_cell_settings(rung))
     key = ("explain", dist.name, tables.cfg, tuple(sorted(rung.items())))
     if key not in _PROBES:
         counter = FlopCounter()

@@ -82,20 +82,20 @@ class CellExplanation:
     def values(self, tokens: np.ndarray, counter: FlopCounter | None = None) -> np.ndarray:
         """W(x) for inputs tokens [b, k] -> [b]: the value of each input's cell plus, with slopes,
         the first-order terms of its low tokens (each of mean zero given the cell), or G[m] when
-        the cell is not kept. Cost per input: ``per_input_flops``."""
+        the cell is not kept. Cost per input: ``cell_lookup_flops``."""
         x = np.asarray(tokens, dtype=np.int64)
         key, m = cell_keys(x, self.n)
         pos = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
         hit = self.keys[pos] == key
         if counter is not None:
-            counter.add(len(x) * per_input_flops(self.k, len(self.keys), self.n_outputs, self.n_heads), "cell_values")
+            counter.add(len(x) * cell_lookup_flops(self.k, len(self.keys), self.n_outputs, self.n_heads), "cell_values")
         w = np.where(hit, self.value[pos], self.fallback[m])
         if self.slopes is not None and hit.any():
             w[hit] += _first_order(self.slopes, x[hit], m[hit], pos[hit])
         return w
 
 
-def per_input_flops(k: int, cells: int, outputs: int = 0, heads: int = 0) -> int:
+def cell_lookup_flops(k: int, cells: int, outputs: int = 0, heads: int = 0) -> int:
     """FLOPs ``CellExplanation.values`` counts per input: the max, the runner-up and their position
     masks (8k comparisons and adds), the key (6), the binary search over ``cells`` keys and the
     fallback's select (3); with first-order terms over ``outputs`` outputs, per head and position
@@ -106,12 +106,12 @@ def per_input_flops(k: int, cells: int, outputs: int = 0, heads: int = 0) -> int
 def cell_input_flops(
     tables: CircuitTables, dist: Distribution, max_cells: int | None, competitors: int, first_order: bool = False
 ) -> int:
-    """FLOPs one input's W costs with these settings (``per_input_flops`` at the number of cells kept)."""
+    """FLOPs one input's W costs with these settings (``cell_lookup_flops`` at the number of cells kept)."""
     n_cells = len(enumerate_cells(dist, tables.n, tables.k, default_copies(tables.k)).prob)
     kept = n_cells if max_cells is None else min(int(max_cells), n_cells)
     if not first_order:
-        return per_input_flops(tables.k, kept)
-    return per_input_flops(tables.k, kept, min(competitors, tables.n - 1) + 2, tables.n_heads)
+        return cell_lookup_flops(tables.k, kept)
+    return cell_lookup_flops(tables.k, kept, min(competitors, tables.n - 1) + 2, tables.n_heads)
 
 
 def _first_order(sl: Slopes, x: np.ndarray, m: np.ndarray, cell: np.ndarray) -> np.ndarray:

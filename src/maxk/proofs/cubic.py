@@ -42,8 +42,8 @@ tiers that still fail tier by tier (``certified_sets``), at most O(n·k) each; a
 cannot change the count is skipped. Counting is exact (Python integers where int64 could
 overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate.
 Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``; the hot
-steps through ``maxk.proofs.fast_round``, bit for bit the same) from the enclosed tables, so a
-too-close call is simply not certified.
+steps round their temporaries in place) from the enclosed tables, so a too-close call is simply
+not certified.
 """
 
 from __future__ import annotations
@@ -59,8 +59,7 @@ from ..distributions import Distribution, get_distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from .common import diff_lower, exclude_column
-from .enclose import Interval, IntervalTables, enclosed_tables, exp
-from .fast_round import down, mul_lower, sum_lower, up
+from .enclose import Interval, IntervalTables, down, enclosed_tables, exp, mul_lower, sum_lower, up
 
 COST = "O(n^3 k^2)"
 _REFINE_CHUNK = 4096  # (m, q, c, t) cases redone at a time

@@ -8,7 +8,7 @@ exactly as float32 -> float64) with the exact scale 1/sqrt(d_head) (or 1/attn_sc
 How rounding is enclosed (float64, round-to-nearest, as numpy and BLAS run it):
 
 * one elementwise operation (+, -, *): the float result is within half an ulp of the exact
-  result, so ``np.nextafter`` one step outward encloses it (``down``/``up``), subnormals included;
+  result, so one ``nextafter`` step outward encloses it (``down``/``up``), subnormals included;
 * a matrix product C = A @ B with inner dimension p, in any summation order:
   |fl(C) - C| <= gamma_p |A| |B| + p * eta, gamma_p = p*u/(1 - p*u), u = 2^-53, eta = 2^-1074
   (the underflow term); the bound is itself computed with upward rounding (``matmul_abs_up``);
@@ -60,19 +60,39 @@ def gamma(p: int) -> float:
     return float(np.nextafter(1.01 * p * U / (1.0 - p * U), _INF))
 
 
-def down(x, counter: FlopCounter | None = None) -> np.ndarray:
+# Large arrays step through torch.nextafter (the same IEEE operation as np.nextafter, about 4x
+# faster, and able to write into a temporary), in pieces of torch's grain size, which torch does
+# not split over threads (on a loaded machine its thread pool made the cubic proof twice as slow);
+# below _TORCH_MIN elements np.nextafter costs less than the torch call.
+_TORCH_MIN = 1 << 12
+_SERIAL = 1 << 15
+_TOWARD = {-_INF: torch.tensor(-_INF, dtype=torch.float64), _INF: torch.tensor(_INF, dtype=torch.float64)}
+
+
+def _step(x, toward: float, counter: FlopCounter | None, inplace: bool) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    _c(counter).add(a.size, "rounding")
+    if a.size < _TORCH_MIN:
+        return np.nextafter(a, toward)
+    if not (inplace and a.flags.writeable and a.flags.c_contiguous and a.base is None):
+        a = np.array(a, dtype=np.float64, order="C")
+    t, to = torch.from_numpy(a).view(-1), _TOWARD[toward]
+    for s in range(0, t.numel(), _SERIAL):
+        piece = t[s : s + _SERIAL]
+        torch.nextafter(piece, to, out=piece)
+    return a
+
+
+def down(x, counter: FlopCounter | None = None, *, inplace: bool = False) -> np.ndarray:
     """Next float below x (elementwise): encloses from below the exact result of the one
-    round-to-nearest operation that produced x. Cost: one op per element."""
-    x = np.asarray(x, dtype=np.float64)
-    _c(counter).add(x.size, "rounding")
-    return np.nextafter(x, -_INF)
+    round-to-nearest operation that produced x. ``inplace``: x is a temporary the caller no
+    longer needs, rounded in place when it owns its memory. Cost: one op per element."""
+    return _step(x, -_INF, counter, inplace)
 
 
-def up(x, counter: FlopCounter | None = None) -> np.ndarray:
-    """Next float above x (elementwise). Cost: one op per element."""
-    x = np.asarray(x, dtype=np.float64)
-    _c(counter).add(x.size, "rounding")
-    return np.nextafter(x, _INF)
+def up(x, counter: FlopCounter | None = None, *, inplace: bool = False) -> np.ndarray:
+    """Next float above x (elementwise); ``inplace`` as for ``down``. Cost: one op per element."""
+    return _step(x, _INF, counter, inplace)
 
 
 @dataclass(frozen=True)
@@ -148,7 +168,7 @@ def mul_lower(x_lo, x_hi, y_lo, counter: FlopCounter | None = None) -> np.ndarra
     x = np.where(y_lo >= 0, x_lo, x_hi)
     r = x * y_lo
     c.add(2 * r.size, "lower mul")
-    return down(r, c)
+    return down(r, c, inplace=True)
 
 
 def mul_upper(x_lo, x_hi, y_hi, counter: FlopCounter | None = None) -> np.ndarray:
@@ -158,7 +178,7 @@ def mul_upper(x_lo, x_hi, y_hi, counter: FlopCounter | None = None) -> np.ndarra
     x = np.where(y_hi >= 0, x_hi, x_lo)
     r = x * y_hi
     c.add(2 * r.size, "upper mul")
-    return up(r, c)
+    return up(r, c, inplace=True)
 
 
 def sum_lower(terms: list, counter: FlopCounter | None = None) -> np.ndarray:
@@ -169,7 +189,7 @@ def sum_lower(terms: list, counter: FlopCounter | None = None) -> np.ndarray:
     for t in terms[1:]:
         s = acc + t
         c.add(s.size, "lower sum")
-        acc = down(s, c)
+        acc = down(s, c, inplace=True)
     return acc
 
 

@@ -55,6 +55,7 @@ which only drops inputs.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import cast
 
@@ -426,19 +427,16 @@ def search_pairs(ok, qs: np.ndarray, ms: np.ndarray, n: int, counter: FlopCounte
     verification only, search excluded), so the search's operations are taken off ``counter``
     and every pair is then checked once more at its threshold, counted (a failure there would
     be a bug: AssertionError). Without it everything ``ok`` does is counted."""
-    saved = None if counter is None else (counter.total, dict(counter.by_label))
     T = np.full(qs.size, -2, dtype=np.int64)
     prev = np.full(n, -2, dtype=np.int64)  # T(q, m − 1) by q
-    for m_ in range(n):
-        sel = np.nonzero(ms == m_)[0]  # pairs (q, m_) for q = 0..m_, in order of q
-        guess = np.where(prev[: m_ + 1] >= 0, prev[: m_ + 1] + 1, m_ - GUESS_GAP)
-        guess = np.minimum(guess, m_ - 1)
-        T[sel] = largest_certified(ok, sel, np.full(sel.size, m_), guess)
-        prev[: m_ + 1] = T[sel]
-    if counter is not None and saved is not None:  # count the verification, not the search
-        counter.total = saved[0]
-        counter.by_label.clear()
-        counter.by_label.update(saved[1])
+    with nullcontext() if counter is None else counter.uncounted():
+        for m_ in range(n):
+            sel = np.nonzero(ms == m_)[0]  # pairs (q, m_) for q = 0..m_, in order of q
+            guess = np.where(prev[: m_ + 1] >= 0, prev[: m_ + 1] + 1, m_ - GUESS_GAP)
+            guess = np.minimum(guess, m_ - 1)
+            T[sel] = largest_certified(ok, sel, np.full(sel.size, m_), guess)
+            prev[: m_ + 1] = T[sel]
+    if counter is not None:  # count the verification, not the search
         claimed = np.nonzero(T >= -1)[0]
         if claimed.size and not np.all(ok(T[claimed], claimed)):
             raise AssertionError("a threshold found by the search failed its verification")

@@ -452,12 +452,9 @@ def _search(ok, qs: np.ndarray, ms: np.ndarray, n: int, counter: FlopCounter, st
     counted, as in ``search_pairs``), and the pairs it raises checked once more, counted."""
     if start is None:
         return search_pairs(ok, qs, ms, n, counter)
-    saved = (counter.total, dict(counter.by_label))
     idx = np.arange(qs.size)
-    found = largest_certified(ok, idx, ms, np.minimum(start + 1, ms - 1)) if idx.size else start
-    counter.total = saved[0]
-    counter.by_label.clear()
-    counter.by_label.update(saved[1])
+    with counter.uncounted():
+        found = largest_certified(ok, idx, ms, np.minimum(start + 1, ms - 1)) if idx.size else start
     up_ = np.nonzero(found > start)[0]
     if up_.size and not np.all(ok(found[up_], up_)):
         raise AssertionError("a threshold found by the search failed its verification")
