@@ -13,12 +13,13 @@ from maxk.metrics import weighted_auroc, weighted_variance
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(2, 30), st.integers(0, 10**6), st.booleans())
-def test_auroc_is_the_pairwise_probability(n, seed, ties):
+@given(st.integers(2, 30), st.integers(0, 10**6), st.booleans(), st.sampled_from([0.15, 0.5, 0.85]), st.booleans())
+def test_auroc_is_the_pairwise_probability(n, seed, ties, share, weighted):
+    """Both branches: the positives the smaller class (sorted) or the larger (looked up)."""
     rng = np.random.default_rng(seed)
     score = rng.integers(0, 4, n).astype(float) if ties else rng.normal(size=n)
-    pos = rng.random(n) < 0.4
-    w = rng.random(n) + 0.1
+    pos = rng.random(n) < share
+    w = rng.random(n) + 0.1 if weighted else np.ones(n)
     if pos.all() or not pos.any():
         assert np.isnan(weighted_auroc(score, pos, w))
         return
@@ -27,7 +28,7 @@ def test_auroc_is_the_pairwise_probability(n, seed, ties):
         if pos[i] and not pos[j]:
             den += w[i] * w[j]
             num += w[i] * w[j] * (1.0 if score[i] > score[j] else 0.5 if score[i] == score[j] else 0.0)
-    assert weighted_auroc(score, pos, w) == pytest.approx(num / den, rel=1e-12)
+    assert weighted_auroc(score, pos, w if weighted else None) == pytest.approx(num / den, rel=1e-12, abs=1e-15)
 
 
 def test_auroc_extremes_and_variance():
