@@ -7,22 +7,65 @@ cached), runs ``prove(model, "cubic", exact_budget=B)`` for each B of ``--budget
 no exact recheck) and prints its bound, FLOPs, seconds, and the FLOPs and seconds ratio to the
 previous n with the same k and B (goal: at most ×9 per doubling, i.e. O(n³) with room for the
 log factors). ``--full`` also prints the bound with ``exact_budget=-1`` where n is at most
-``--full-limit``, as the bound to compare with when other budgets are run.
+``--full-limit``, as the bound to compare with when other budgets are run. ``--stages`` prints,
+for each run, the FLOPs of each stage of the proof (the ``# stage:`` marks in
+``maxk/proofs/cubic.py``; "tables": the enclosed tables, "count": the final counting) and their
+ratio to the previous n.
 
-    python benchmarks/bench_cubic_proof.py [--grid 4:64,4:128,...] [--full] [--full-limit 128]
+    python benchmarks/bench_cubic_proof.py [--grid 4:64,4:128,...] [--full] [--full-limit 128] [--stages]
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
+import sys
+from collections import Counter
+from contextlib import contextmanager
 
 import torch
 
 from maxk.config import ModelConfig
+from maxk.flops import FlopCounter
+from maxk.proofs import cubic
 from maxk.proofs.registry import prove
 from maxk.train import trained_model
 
 _GRID = "4:64,4:128,4:256,4:512,5:64,10:64,20:64,20:512"
+
+
+@contextmanager
+def stage_flops():
+    """Attribute every FLOP counted while active to the stage of ``certified_sets`` that counts
+    it (the last ``# stage:`` mark above the running line), "count" (``MaxCertificate.count``)
+    or "tables"; yields the Counter. Slows the proof down (a frame walk per count)."""
+    assert cubic.__file__ is not None
+    with open(cubic.__file__) as fh:
+        marks = [(i, line.split("# stage:")[1].strip()) for i, line in enumerate(fh, 1) if "# stage:" in line]
+    lines = [i for i, _ in marks]
+    totals: Counter[str] = Counter()
+    add = FlopCounter.add
+
+    def counted(self, n, label="other"):
+        f = sys._getframe(1)
+        stage = "tables"
+        while f is not None:
+            if f.f_code.co_filename == cubic.__file__ and f.f_code.co_name in ("certified_sets", "count"):
+                if f.f_code.co_name == "count":
+                    stage = "count"
+                else:
+                    at = bisect.bisect_right(lines, f.f_lineno) - 1
+                    stage = marks[at][1] if at >= 0 else "terms"
+                break
+            f = f.f_back
+        totals[stage] += int(n)
+        add(self, n, label)
+
+    FlopCounter.add = counted
+    try:
+        yield totals
+    finally:
+        FlopCounter.add = add
 
 
 def main() -> None:
@@ -33,6 +76,7 @@ def main() -> None:
     ap.add_argument("--full-limit", type=int, default=128, help="largest n for --full")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budgets", default="-1,0", help="comma-separated exact_budget values")
+    ap.add_argument("--stages", action="store_true", help="print each run's FLOPs per stage of the proof")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     grid = [tuple(int(x) for x in p.split(":")) for p in args.grid.split(",")]
@@ -40,13 +84,18 @@ def main() -> None:
     head = f"{'k':>3s} {'n':>4s} {'budget':>6s} {'bound':>10s} {'FLOPs':>10s} {'seconds':>8s}"
     print(f"{head} {'xFLOPs':>7s} {'xsec':>6s} {'full bound':>11s}")
     prev: dict[tuple[int, float], tuple[int, float, float]] = {}
+    prev_stages: dict[tuple[int, float], tuple[int, Counter[str]]] = {}
     for k, n in grid:
         model = trained_model(ModelConfig(d_vocab=n, n_ctx=k, d_model=32, d_head=32), seed=0)
         full = ""
         if args.full and n <= args.full_limit:
             full = f"{prove(model, 'cubic', exact_budget=-1).bound:11.6f}"
         for b in budgets:
-            r = prove(model, "cubic", exact_budget=b)
+            if args.stages:
+                with stage_flops() as stages:
+                    r = prove(model, "cubic", exact_budget=b)
+            else:
+                r = prove(model, "cubic", exact_budget=b)
             assert r.flops is not None
             last = prev.get((k, b))
             if last is not None and last[0] * 2 == n:
@@ -55,6 +104,13 @@ def main() -> None:
                 grow = f"{'':7s} {'':6s}"
             prev[(k, b)] = (n, float(r.flops), r.seconds)
             print(f"{k:3d} {n:4d} {b:6g} {r.bound:10.6f} {r.flops:10.3g} {r.seconds:8.2f} {grow} {full}", flush=True)
+            if args.stages:
+                last_st = prev_stages.get((k, b))
+                before = last_st[1] if last_st is not None and last_st[0] * 2 == n else None
+                for name, x in stages.most_common():
+                    ratio = f" x{x / before[name]:.2f}" if before and before.get(name) else ""
+                    print(f"      {name:26s} {x:10.3g} {x / r.flops:6.1%}{ratio}", flush=True)
+                prev_stages[(k, b)] = (n, stages)
 
 
 if __name__ == "__main__":

@@ -34,12 +34,14 @@ to a multiple of 1/K (K = MIX_BUCKETS) and the tuples with bucket sum < K are co
 a truncated polynomial power (uniform) or a subset DP (distinct). Per group (m, q, c) the
 certificate covering more inputs is used, so both counts stay exact and sound.
 
-Cost. G costs O(n³k²·log k) (n² pairs (m, q), n outputs, k² (c, j)). Token checks are first
-done with the output decoupled, min_o G + c·w·(min_o D + min_o V + min_o W) (and likewise rho
-from min_o G0), which costs O(n³k²) for all (m, q, c, t, j); the (m, q, c, t) these cheap
-checks leave open are redone over a few outputs exactly and per tier of outputs, and the
-tiers that still fail tier by tier (``certified_sets``), at most O(n·k) each; a recheck that
-cannot change the count is skipped. Counting is exact (Python integers where int64 could
+Cost. G costs O(n³k²) (n² pairs (m, q), n outputs, k² (c, j); one sort per (m, q, o)). A
+bracket G + c·T > 0 is tested as T > up(-G/c), one comparison. Token checks are first done
+with the output decoupled, min_o T against up(-min_o G/c) (and likewise rho from min_o G0),
+which costs O(n³k²) for all (m, q, c, t, j); the (m, q, c, t) these cheap checks leave open
+are redone over a few outputs exactly and per tier of outputs (the token terms of (q, t) once
+for every c), and the tiers that still fail are bounded again on their dyadic blocks, halving
+only the blocks that fail (``_DyadicTiers``), at most O(n·k) each; a recheck that cannot
+change the count is skipped. Counting is exact (Python integers where int64 could
 overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate.
 Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``; the hot
 steps round their temporaries in place) from the enclosed tables, so a too-close call is simply
@@ -48,7 +50,6 @@ not certified.
 
 from __future__ import annotations
 
-from copy import copy
 from dataclasses import dataclass, field
 from math import ceil, log2
 from typing import cast
@@ -64,8 +65,8 @@ from .enclose import Interval, IntervalTables, down, enclosed_tables, exp, mul_l
 COST = "O(n^3 k^2)"
 _REFINE_CHUNK = 4096  # (m, q, c, t) cases redone at a time
 _REFINE_FLOATS = 1 << 20  # entries of token terms [cases, k-1, n] an exact recheck holds at once (8 MB)
+_TOP_BLOCK = 3  # a failed tier is redone from its aligned blocks of at most 2^3 outputs
 _BLOCK_FLOATS = 1 << 22  # entries of the worst-arrangement table G built at once (32 MB)
-_FINE_TIER = 8  # outputs per tier when a failed tier is bounded again before the exact recheck
 EXACT_OUTPUTS = 4  # r: a token case left open is redone exactly over 2r outputs
 EXACT_BUDGET = -1.0  # exact rechecks per max token, in units of (m+1)·m·(k-1)/n cases per stage;
 # negative: no limit (the default: every bound as before; a budget trades bound for O(n³k²) at scale)
@@ -78,22 +79,35 @@ def _tables(model_or_tab, counter: FlopCounter) -> IntervalTables:
 
 def _worst_arrangements(Qt: np.ndarray, Mt: np.ndarray, k: int, c: FlopCounter) -> np.ndarray:
     """G[q, c-1, j, o] for c = 1..k-1 and free position j: Qt[q, o] plus the sum of the k-1-c
-    smallest Mt[q, i, o] over free i != j, rounded down. Qt: [nq, n], Mt: [nq, k-1, n]."""
+    smallest Mt[q, i, o] over free i != j, summed in increasing order and rounded down after each
+    addition. Qt: [nq, n], Mt: [nq, k-1, n].
+
+    One sort per (q, o): the smallest over i != j are the sorted terms without j's, so with p the
+    rank of j the sum of r of them is the prefix sum of r sorted terms if r <= p, else the prefix
+    sum of p continued with the terms of rank p+1..r: (k-1)²/2 rounded additions per (q, o), the
+    same floats as sorting each j's terms on its own. Cost O(nq·n·k·(k + log k))."""
     nq, f, n = Mt.shape
-    G = np.empty((nq, f, f, n))
-    sort_ops = nq * n * f * max(1, ceil(log2(max(f, 2))))
-    for j in range(f):
-        X = Mt.copy()
-        X[:, j, :] = np.inf
-        X.sort(axis=1)
-        c.add(sort_ops, "sort")
-        acc = Qt
-        G[:, f - 1, j, :] = Qt  # c = k-1: no max copies among the free positions
-        for r in range(1, f):  # r = k-1-c max copies, c = f - r
-            acc = down(acc + X[:, r - 1, :], c, inplace=True)
+    order = np.argsort(Mt, axis=1, kind="stable")
+    Ms = np.take_along_axis(Mt, order, axis=1)  # [nq, f, n] ascending over i
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(f)[None, :, None], order.shape), axis=1)
+    c.add(nq * n * f * max(1, ceil(log2(max(f, 2)))), "sort")
+    H = np.empty((nq, f, f, n))  # H[q, p, r, o]: r smallest without rank p (r <= f-1)
+    acc = Qt
+    for p_ in range(f):
+        H[:, p_, p_] = acc  # r = p: the prefix of p terms, which skips none of rank >= p
+        if p_ > 0:
+            H[:, p_, :p_] = H[:, p_ - 1, :p_]  # r < p: the same prefixes
+        run = acc
+        for r in range(p_ + 1, f):
+            run = down(run + Ms[:, r], c, inplace=True)
+            c.add(run.size, "lower sum")
+            H[:, p_, r] = run
+        if p_ + 1 < f:
+            acc = down(acc + Ms[:, p_], c, inplace=True)  # the prefix of p+1 terms
             c.add(acc.size, "lower sum")
-            G[:, f - r - 1, j, :] = acc
-    return G
+    X = np.take_along_axis(H, np.broadcast_to(rank[:, :, None, :], (nq, f, f, n)), axis=1)  # [q, j, r, o]
+    return np.ascontiguousarray(X[:, :, ::-1].transpose(0, 2, 1, 3))  # r = f - c: [q, c-1, j, o]
 
 
 def cubic_certified(
@@ -205,15 +219,6 @@ class _OutputSets:
         self._vx = Vx
         self.v_tiers = self._tiers(Vx)  # [m, B]: min of V[t, o] over each tier outside t's own
 
-    def refined(self, size: int) -> _OutputSets:
-        """The same exact sets with each tier cut into tiers of at most ``size`` outputs (every
-        tier of the result lies in one tier of self). Cost O(m·n)."""
-        fine = copy(self)
-        n1 = len(self.perm)
-        fine.starts = np.union1d(self.starts, np.arange(0, n1, size))
-        fine.v_tiers = fine._tiers(self._vx)
-        return fine
-
     def _tiers(self, x: np.ndarray) -> np.ndarray:
         """min of x [..., n] over each tier: [..., B] (+inf for a tier of +inf entries only)."""
         return np.minimum.reduceat(x[..., self.perm], self.starts, axis=-1)
@@ -227,6 +232,72 @@ class _OutputSets:
         [F, ..., B] (+inf where a tier holds no such output)."""
         mask = self.rest[a].reshape((len(a),) + (1,) * (x.ndim - 2) + (x.shape[-1],))
         return self._tiers(np.where(mask, x, np.inf))
+
+
+class _DyadicTiers:
+    """Mins of a term over the aligned dyadic blocks of the tier order (``_OutputSets.perm``):
+    level l <= _TOP_BLOCK holds the min over positions [b·2^l, (b+1)·2^l) of the order (padded
+    with +inf), outside the exact sets, so that a tier that fails its bound is bounded again on
+    its blocks of at most 2^_TOP_BLOCK outputs, their halves, ..., down to single outputs, and
+    only the blocks that fail are split (a block's bound is below each of its outputs' values:
+    every step is monotone). A single output's bound is the very float the check over every
+    output computes there; an output of the exact sets is +inf (no constraint: the partial
+    check computed it). Cost: at most the entries of the term, as compares."""
+
+    def __init__(self, sets: _OutputSets, n: int):
+        n1 = len(sets.perm)
+        self.sets, self.n1 = sets, n1
+        self.top = min(_TOP_BLOCK, ceil(log2(max(n1, 1))))
+        self.size = -(-n1 >> self.top) << self.top  # n1 rounded up to a multiple of 2^top
+        # the coarse tiers as aligned blocks of at most 2^top outputs: (tier, level, block)
+        blocks = []
+        for tier, (s0, e0) in enumerate(zip(sets.starts, list(sets.starts[1:]) + [n1], strict=True)):
+            s0 = int(s0)
+            while s0 < e0:
+                lv = min(self.top, (s0 & -s0).bit_length() - 1 if s0 else self.top)
+                while s0 + (1 << lv) > e0:
+                    lv -= 1
+                blocks.append((tier, lv, s0 >> lv))
+                s0 += 1 << lv
+        self.blocks = np.array(blocks, dtype=np.int64).reshape(-1, 3)
+
+    def levels(self, x: np.ndarray, mask: np.ndarray | None, c: FlopCounter) -> list[np.ndarray]:
+        """Per level l, the min of x [..., n] (entries where ``mask`` is False: +inf) over each
+        aligned block: [..., size >> l]."""
+        if mask is not None:
+            x = np.where(mask, x, np.inf)
+        lv = np.full(x.shape[:-1] + (self.size,), np.inf)
+        lv[..., : self.n1] = x[..., self.sets.perm]
+        out = [lv]
+        for _ in range(self.top):
+            lv = np.minimum(lv[..., 0::2], lv[..., 1::2])
+            out.append(lv)
+        c.add(lv.size * ((1 << self.top) - 1), "compare")  # size - size/2^top pairwise mins per row
+        return out
+
+    def descend(self, bits: np.ndarray, fails) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bound the blocks of the tiers marked in ``bits`` [F] (bit i: tier i) and split those
+        that fail, down to single outputs. ``fails(case, level, block)`` -> (bool [L], value [L]).
+        Returns the failing single outputs: (case [L'], output [L'], value [L'])."""
+        tier, lv, blk = self.blocks.T
+        case, which = np.nonzero(((bits[:, None] >> tier[None, :]) & 1).astype(bool))
+        start_lv, start_blk = lv[which], blk[which]
+        cur_case = np.zeros(0, dtype=np.int64)
+        cur_blk = np.zeros(0, dtype=np.int64)
+        for level in range(self.top, -1, -1):
+            here = start_lv == level
+            cur_case = np.concatenate([cur_case, case[here]])
+            cur_blk = np.concatenate([cur_blk, start_blk[here]])
+            if level < self.top:  # drop blocks wholly in the padding
+                inside = (cur_blk << level) < self.n1
+                cur_case, cur_blk = cur_case[inside], cur_blk[inside]
+            bad, value = fails(cur_case, level, cur_blk)
+            cur_case, cur_blk = cur_case[bad], cur_blk[bad]
+            if level == 0:
+                return cur_case, self.sets.perm[cur_blk], value[bad]
+            cur_case = np.repeat(cur_case, 2)
+            cur_blk = (np.repeat(cur_blk, 2) << 1) + np.tile(np.array([0, 1]), len(cur_blk))
+        raise AssertionError("unreachable")
 
 
 def certified_sets(
@@ -251,11 +322,12 @@ def certified_sets(
     hard cases: their attention rivals the max's), at most ``exact_budget``·(m+1)·m·(k-1)/n of
     them per stage (None: all), and never those whose partial values already fail (the exact
     check recomputes them). The exact check redoes only the tiers the partial check failed:
-    each is bounded again in tiers of _FINE_TIER outputs and only those that fail again are
-    computed output by output (the decision is the check over every output's: a tier's bound
-    is below each of its outputs' values). ``prune``: skip the rechecks that cannot change the
-    count (per-token rechecks in a group whose mixture count already reaches the best per-token
-    count, and the mixture rechecks of ``_mixture_rechecks_matter``); the count is unchanged.
+    each is bounded again on its aligned dyadic blocks of outputs and only the blocks that fail
+    are halved, down to single outputs (the decision is the check over every output's: a
+    block's bound is below each of its outputs' values). ``prune``: skip the rechecks that
+    cannot change the count (per-token rechecks in a group whose mixture count already reaches
+    the best per-token count, and the mixture rechecks of ``_mixture_rechecks_matter``); the
+    count is unchanged.
     Queries are taken in blocks of at most _BLOCK_FLOATS entries of G, rechecks in chunks of
     at most _REFINE_FLOATS token terms. Cost O(n²k²·(r + log n) + budget·n²k²).
 
@@ -269,6 +341,7 @@ def certified_sets(
     eqkp_lo, eqkp_hi = tab.lo.eqkp[head], tab.hi.eqkp[head]  # [q, i]
     nq = m + 1
     qs = np.arange(nq)
+    # stage: terms
     # a constant shift per q keeps every exp <= ~1 (any float is sound: it cancels in sign F)
     shift = up(eqke_hi[qs, : m + 1].max(axis=1) + eqkp_hi[qs].max(axis=1), c, inplace=True)  # [nq]
     c.add(nq * (m + 1 + k + 1), "shift")
@@ -323,6 +396,7 @@ def certified_sets(
     for q_, cc_, _ways in dist.nonmax_groups(k, m):
         valid[q_, cc_ - 1] = True
     # the outputs treated exactly and the decoupled rest: lower bounds of D, W, G0 over it
+    # stage: output sets
     sets = _OutputSets(G0x, V, m, exact_outputs)
     DR = sets.rest_min(D, qs)  # [nq, B]
     WR = sets.rest_min(np.broadcast_to(W[:f], (nq, f, n)), qs)  # [nq, f, B]
@@ -362,50 +436,47 @@ def certified_sets(
         order = np.argsort(-t_, kind="stable")[:take]
         return q_[order], c_[order], t_[order]
 
-    # A case the partial check leaves open is redone tier by tier: the failed tiers are bounded
-    # again in fine tiers of _FINE_TIER outputs, and only the fine tiers that fail again are
-    # computed exactly. The decision is the exact check's over every output: a tier's (or fine
-    # tier's) bound is below each of its outputs' exact values (every step is monotone).
+    # A case the partial check leaves open is redone tier by tier: each failed tier is bounded
+    # again on its aligned dyadic blocks, and only the blocks that fail are split, down to single
+    # outputs (``_DyadicTiers``). The decision is the exact check's over every output: a block's
+    # bound is below each of its outputs' exact values (every step is monotone), and a single
+    # output's bound is the exact check's float there.
     if len(sets.starts) > 62:  # tier_bits packs the failed tiers of a case into one int64
         raise MaxkError(f"cubic: {len(sets.starts)} output tiers do not fit the recheck's bit set")
-    fine = sets.refined(_FINE_TIER)
-    coarse_of = np.searchsorted(sets.starts, fine.starts, side="right") - 1  # [Bf]
-    fine_size = np.diff(np.append(fine.starts, n - 1))
-    fDR = fine.rest_min(D, qs)  # [nq, Bf]
-    fWR = fine.rest_min(np.broadcast_to(W[:f], (nq, f, n)), qs)  # [nq, f, Bf]
-    fG0R = fine.rest_min(G0, qs)  # [nq, f, Bf]
-    c.add(D.size + nq * f * n + G0.size, "compare")
+    dy = _DyadicTiers(sets, n)
+    rest_w = np.broadcast_to(sets.rest[:, None, :], (nq, f, n))
+    lD = dy.levels(D, sets.rest, c)  # per level [nq, blocks]
+    lV = dy.levels(sets._vx, None, c)  # [m, blocks]; t's own outputs and m are +inf already
+    lW = dy.levels(np.broadcast_to(W[:f], (nq, f, n)), rest_w, c)  # [nq, f, blocks]
+    lG0 = dy.levels(G0, rest_w, c)  # [nq, f, blocks]
+    lWany = dy.levels(np.broadcast_to(W[:f].min(axis=0), (nq, n)), sets.rest, c)  # [nq, blocks]: min over j too
+    c.add(f * n, "compare")
 
-    def fine_tiers(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(case [L], fine tier [L]): the fine tiers inside the tiers marked in ``bits`` [F]."""
-        case, ft = np.nonzero(((bits[:, None] >> coarse_of[None, :]) & 1).astype(bool))
-        return case, ft
-
-    def fine_terms(aq: np.ndarray, tt: np.ndarray, ft: np.ndarray) -> np.ndarray:
-        """Lower bounds [L, f] of T(t, j, o) over fine tier ft outside the exact set of (q, t) =
-        (aq, tt) [L] (+inf for a fine tier without such outputs)."""
-        DR_, VR_, WR_ = fDR[aq, ft][:, None], fine.v_tiers[tt, ft][:, None], fWR[aq, :, ft]
+    def block_any(aq, tt, w_lo, w_hi, level: int, blk: np.ndarray) -> np.ndarray:
+        """A lower bound [L] of T(t, j, o) for every free position j over block ``blk`` (as
+        ``block_terms``, with the weights' least lower end w_lo and largest upper end w_hi [L]
+        and W's min over j): O(1) per block, and below each of ``block_terms``' values (every
+        step is monotone, and the product takes w_lo for a nonnegative sum, w_hi otherwise)."""
+        DR_, VR_, WR_ = lD[level][aq, blk], lV[level][tt, blk], lWany[level][aq, blk]
         empty = ~(np.isfinite(DR_) & np.isfinite(VR_) & np.isfinite(WR_))
-        with np.errstate(invalid="ignore", over="ignore"):  # empty fine tiers only, replaced below
-            T = mul_lower(wt.lo[aq, tt], wt.hi[aq, tt], sum_lower([DR_, VR_, WR_], c), c)
+        with np.errstate(invalid="ignore", over="ignore"):  # empty blocks only, replaced below
+            T = mul_lower(w_lo, w_hi, sum_lower([DR_, VR_, WR_], c), c)
         return np.where(empty, np.inf, T)
 
-    def exact_terms(a: np.ndarray, t_: np.ndarray, case: np.ndarray, ft: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Every output of fine tier ft of case ``case`` [L'] (cases (q, t) = (a, t_) [F]) and
-        T(t, j, o) there: (case [L], o [L], T [L, f]), the same floats as ``token_terms`` over
-        every output. Cost O(L·k)."""
-        size = fine_size[ft]
-        each = np.repeat(np.arange(len(case)), size)
-        offset = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
-        case, o = case[each], fine.perm[fine.starts[ft][each] + offset]
-        aq, tt = a[case], t_[case]
-        U = sum_lower([D[aq, o][:, None], V[tt, o][:, None], W[:f, o].T], c)
-        return case, o, mul_lower(wt.lo[aq, tt], wt.hi[aq, tt], U, c)
+    def block_terms(aq: np.ndarray, tt: np.ndarray, level: int, blk: np.ndarray) -> np.ndarray:
+        """Lower bounds [L, f] of T(t, j, o) over block ``blk`` of ``level`` outside the exact
+        sets of (q, t) = (aq, tt) [L] (+inf for a block without such outputs)."""
+        DR_, VR_, WR_ = lD[level][aq, blk][:, None], lV[level][tt, blk][:, None], lW[level][aq, :, blk]
+        empty = ~(np.isfinite(DR_) & np.isfinite(VR_) & np.isfinite(WR_))
+        with np.errstate(invalid="ignore", over="ignore"):  # empty blocks only, replaced below
+            T = mul_lower(wt.lo[aq, tt], wt.hi[aq, tt], sum_lower([DR_, VR_, WR_], c), c)
+        return np.where(empty, np.inf, T)
 
     def tier_bits(fails: np.ndarray) -> np.ndarray:
         """[F, B] bool -> [F] int64 with bit i set where tier i is marked."""
         return (fails.astype(np.int64) << np.arange(fails.shape[-1], dtype=np.int64)).sum(axis=-1)
 
+    # stage: mixture partial
     # mixture certificate: F(o) >= G0 - sum_j (-T(t_j, j, o))^+ >= G0 (1 - sum_j rho(t_j)).
     # Its decoupled and partial stages come first: the per-token stage's rechecks consult its count.
     usable = G0min > 0
@@ -416,23 +487,28 @@ def certified_sets(
     bucket = np.where(usable[:, :, None], _bucket(rho, c), MIX_BUCKETS)
     floor = np.full_like(bucket, MIX_BUCKETS)
     mix_tiers = np.zeros(bucket.shape, dtype=np.int64)  # tiers a mixture recheck must redo exactly
-    qi, ci, ti = np.nonzero((bucket >= 2) & usable[:, :, None] & valid[:, :, None])
+    # cases in (q, t, c) order: the terms of (q, t) are computed once for all its c in a chunk
+    qi, ti, ci = np.nonzero(((bucket >= 2) & usable[:, :, None] & valid[:, :, None]).transpose(0, 2, 1))
     for s in range(0, len(qi), _REFINE_CHUNK):
         a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
+        first, each = _pairs(a, t_, m)
         o = sets.outputs(a, t_)
-        negT = np.maximum(-token_terms(a, t_, o), 0.0)  # [F, f, 2r]
-        negR = np.maximum(-rest_terms(a, t_), 0.0)  # [F, f, B]
+        # max over j before the division: up(x / g) is monotone in x, so these are the same floats
+        negT = np.maximum(-token_terms(a[first], t_[first], o[first]), 0.0).max(axis=1)[each]  # [F, 2r]
+        negR = np.maximum(-rest_terms(a[first], t_[first]), 0.0).max(axis=1)[each]  # [F, B]
         with np.errstate(over="ignore"):  # ratios that overflow are +inf: unusable, as above
-            r_exact = up(negT / G0x[a[:, None], b_[:, None], o][:, None, :], c, inplace=True).max(axis=(1, 2))
-            r_tier = up(negR / G0R[a, b_][:, None, :], c, inplace=True).max(axis=1)  # [F, B]; G0R >= G0min > 0
-        c.add(3 * negT.size + 2 * len(a) * f, "mixture partial")
+            r_exact = up(negT / G0x[a[:, None], b_[:, None], o], c, inplace=True).max(axis=1)
+            r_tier = up(negR / G0R[a, b_], c, inplace=True)  # [F, B]; G0R >= G0min > 0
+        c.add(len(first) * f * (o.shape[1] + negR.shape[1]) + 2 * (negT.size + negR.size), "mixture partial")
         bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], _bucket(np.maximum(r_exact, r_tier.max(axis=1)), c))
         # the exact rho is at least these outputs' share: rechecking helps only below that, and
         # only in the tiers whose bound's bucket exceeds it (a tier's exact values are below its bound)
         floor[a, b_, t_] = lowest = _bucket(r_exact, c)
         mix_tiers[a, b_, t_] = tier_bits(~(_bucket(r_tier, c) <= lowest[:, None]))
+    # stage: mixture count
     mix_now = dist.count_bucketed(bucket, MIX_BUCKETS, m, k, c)  # [nq, f]; exact rechecks only raise it
 
+    # stage: token G and cheap check
     ok = np.zeros((nq, f, m), dtype=bool)
     cs = np.arange(1, k, dtype=np.float64)[None, :, None, None]  # copies c = 1..k-1
     qb = max(1, _BLOCK_FLOATS // (f * f * n))
@@ -450,25 +526,34 @@ def certified_sets(
         okb = cast(np.ndarray, cheap.all(axis=-1))  # [b, c, t]
         hopeless = np.zeros_like(okb)
         ok_tiers = np.zeros(okb.shape, dtype=np.int64)  # tiers an exact recheck must redo
-        qi, ci, ti = np.nonzero(~okb & valid[blk][:, :, None])
+        # stage: token partial
+        qi, ti, ci = np.nonzero((~okb & valid[blk][:, :, None]).transpose(0, 2, 1))  # (q, t, c) order
+        # the partial check tests T > up(-G/c) as the cheap check does: over the shared rivals
+        # and the tiers the thresholds depend on (q, c, j) only, and are computed once
+        r_ = sets.r
+        Gs = np.take_along_axis(Gx, np.broadcast_to(sets.shared[blk][:, None, None, :], (len(blk), f, f, r_)), axis=-1)
+        with np.errstate(over="ignore"):  # -inf (an empty tier: no constraint) rounds up to the least float
+            Zs = up(-Gs / cs, c, inplace=True)  # [b, c, j, r]
+            ZR = up(-GR / cs, c, inplace=True)  # [b, c, j, B]
+        c.add(Zs.size + ZR.size, "partial check")
         for s in range(0, len(qi), _REFINE_CHUNK):
             a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
-            aq, cc = blk[a], (b_ + 1.0)[:, None]
-            o = sets.outputs(aq, t_)  # [F, 2r]
-            cT = down(cc[:, :, None] * token_terms(aq, t_, o), c, inplace=True)
-            exact_part = down(
-                Gx[a[:, None, None], b_[:, None, None], np.arange(f)[:, None], o[:, None, :]] + cT, c, inplace=True
-            ).min(-1)
-            with np.errstate(over="ignore"):  # +inf (empty tiers) stays +inf or the largest float
-                rest_part = down(
-                    GR[a, b_] + down(cc[:, :, None] * rest_terms(aq, t_), c, inplace=True), c, inplace=True
-                )  # [F, f, B]
-            c.add(3 * cT.size + 4 * exact_part.size, "partial check")
-            tiers_fail = np.logical_not((rest_part > 0).all(axis=1))  # [F, B]; exact values are above the bound
-            okb[a, b_, t_] = (exact_part > 0).all(axis=-1) & ~tiers_fail.any(axis=-1)
+            aq, cc = blk[a], (b_ + 1.0)[:, None, None]
+            first, each = _pairs(a, t_, m)  # the terms of (q, t) once for all its c
+            own = sets.own[t_]  # [F, r]
+            T = token_terms(aq[first], t_[first], sets.outputs(aq[first], t_[first]))[each]  # [F, f, 2r]
+            Zo = up(
+                -Gx[a[:, None, None], b_[:, None, None], np.arange(f)[:, None], own[:, None, :]] / cc, c, inplace=True
+            )
+            exact_ok = (T[..., :r_] > Zs[a, b_]).all(axis=(1, 2)) & (T[..., r_:] > Zo).all(axis=(1, 2))
+            rest_part = rest_terms(aq[first], t_[first])[each] > ZR[a, b_]  # [F, f, B]
+            c.add(Zo.size + T.size + rest_part.size, "partial check")
+            tiers_fail = np.logical_not(rest_part.all(axis=1))  # [F, B]; exact values are above the bound
+            okb[a, b_, t_] = exact_ok & ~tiers_fail.any(axis=-1)
             ok_tiers[a, b_, t_] = tier_bits(tiers_fail)
             # the exact check computes these same outputs' values: it fails where they fail
-            hopeless[a, b_, t_] = ~(exact_part > 0).all(axis=-1)
+            hopeless[a, b_, t_] = ~exact_ok
+        # stage: token exact
         open_ = ~okb & ~hopeless & valid[blk][:, :, None]
         if prune:  # a recheck can matter only where the token count could beat the mixture's
             best = dist.count_token_groups(okb | open_, blk, m, k)
@@ -476,48 +561,58 @@ def certified_sets(
         qi, ci, ti = nearest(open_, "ok", len(blk) / (nq - q0))
         # the exact check over every output, redone only in the tiers the partial check failed:
         # the exact set passed (not hopeless) and the other tiers' values are above their bounds
-        fGR = fine.rest_min(Gx, blk) if len(qi) else None  # [b, c, j, Bf]
-        c.add(Gx.size if len(qi) else 0, "compare")
+        lGx = dy.levels(Gx, np.broadcast_to(sets.rest[blk][:, None, None, :], Gx.shape), c) if len(qi) else []
         for s in range(0, len(qi), chunk):
-            assert fGR is not None
             a, b_, t_ = qi[s : s + chunk], ci[s : s + chunk], ti[s : s + chunk]
-            case, ft = fine_tiers(ok_tiers[a, b_, t_])
-            cT = down((b_[case] + 1.0)[:, None] * fine_terms(blk[a][case], t_[case], ft), c, inplace=True)
-            with np.errstate(over="ignore", invalid="ignore"):  # +inf (empty fine tiers) stays +inf
-                again = ~(down(fGR[a[case], b_[case], :, ft] + cT, c, inplace=True) > 0).all(axis=-1)
-            c.add(3 * cT.size, "exact check")
-            case, o, T = exact_terms(blk[a], t_, case[again], ft[again])
-            tot = down(
-                Gx[a[case], b_[case], :, o] + down((b_[case] + 1.0)[:, None] * T, c, inplace=True), c, inplace=True
-            )
-            c.add(2 * tot.size, "exact check")
+
+            def token_fails(case, level, bk, a=a, b_=b_, t_=t_, blk=blk, lGx=lGx):
+                T = block_terms(blk[a][case], t_[case], level, bk)  # [L, f]
+                with np.errstate(over="ignore", invalid="ignore"):  # +inf (empty blocks): no constraint
+                    Z = up(-lGx[level][a[case], b_[case], :, bk] / (b_[case] + 1.0)[:, None], c, inplace=True)
+                bad = ~(T > Z).all(axis=-1)
+                c.add(2 * T.size, "exact check")
+                return bad, bad
+
+            case, _o, _v = dy.descend(ok_tiers[a, b_, t_], token_fails)
             fails = np.zeros(len(a), dtype=bool)
-            np.logical_or.at(fails, case, ~(tot > 0).all(axis=-1))
+            fails[case] = True
             okb[a, b_, t_] = ~fails
         ok[blk] = okb
 
+    # stage: mixture prune
     eligible = (bucket > np.maximum(floor, 1)) & usable[:, :, None] & valid[:, :, None]
     if prune:
         eligible &= _mixture_rechecks_matter(
             bucket, floor, eligible, dist.count_token_groups(ok, qs, m, k), m, k, dist, c
         )
+    # stage: mixture exact
     qi, ci, ti = nearest(eligible, "mixture", 1.0)
-    # the exact rho's bucket: the floor, or more from the tiers whose bound's bucket exceeds it
+    # the exact rho's bucket: the floor, or the largest of the single outputs above it
     for s in range(0, len(qi), chunk):
         a, b_, t_ = qi[s : s + chunk], ci[s : s + chunk], ti[s : s + chunk]
-        case, ft = fine_tiers(mix_tiers[a, b_, t_])
-        negB = np.maximum(-fine_terms(a[case], t_[case], ft), 0.0).max(axis=1)  # [L]
-        with np.errstate(over="ignore", invalid="ignore"):  # as in the partial stage
-            again = _bucket(up(negB / fG0R[a[case], b_[case], ft], c, inplace=True), c) > floor[a, b_, t_][case]
-        c.add(2 * negB.size + len(case) * f, "mixture exact")
-        case, o, T = exact_terms(a, t_, case[again], ft[again])
-        # max over j before the division: up(x / g) is monotone in x, so this is the same float
-        with np.errstate(over="ignore"):
-            r = up(np.maximum(-T, 0.0).max(axis=1) / G0x[a[case], b_[case], o], c, inplace=True)  # [L]
-        c.add(2 * T.size + 2 * len(case), "mixture exact")
-        rho_tiers = np.zeros(len(a))
-        np.maximum.at(rho_tiers, case, r)
-        bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], np.maximum(floor[a, b_, t_], _bucket(rho_tiers, c)))
+
+        w_lo, w_hi = wt.lo[a, t_].min(axis=-1), wt.hi[a, t_].max(axis=-1)  # [F]: over j
+        c.add(2 * len(a) * f, "mixture exact")
+
+        def mixture_fails(case, level, bk, a=a, b_=b_, t_=t_, w_lo=w_lo, w_hi=w_hi):
+            g0 = lG0[level][a[case], b_[case], bk]
+            lim = floor[a, b_, t_][case]
+            # first every j at once; the blocks that fails are bounded per j
+            neg1 = np.maximum(-block_any(a[case], t_[case], w_lo[case], w_hi[case], level, bk), 0.0)
+            with np.errstate(over="ignore", invalid="ignore"):  # as in the partial stage
+                bad = _bucket(up(neg1 / g0, c, inplace=True), c) > lim
+            value = np.zeros(len(case), dtype=np.int64)
+            sub = np.nonzero(bad)[0]
+            negB = np.maximum(-block_terms(a[case[sub]], t_[case[sub]], level, bk[sub]), 0.0).max(axis=1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                value[sub] = _bucket(up(negB / g0[sub], c, inplace=True), c)
+            c.add(2 * neg1.size + 2 * negB.size + len(sub) * f, "mixture exact")
+            return value > lim, value
+
+        case, _o, value = dy.descend(mix_tiers[a, b_, t_], mixture_fails)
+        above = np.zeros(len(a), dtype=np.int64)
+        np.maximum.at(above, case, value)
+        bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], np.maximum(floor[a, b_, t_], above))
     return MaxCertificate(m, k, dist, cert0, ok, bucket)
 
 
@@ -616,6 +711,13 @@ def _mixture_rechecks_matter(
     c.add(b.size * (12 + ceil(log2(max(m_, 2)))), "mixture")
     out[qi, ci] = eligible[qi, ci] & np.where(cc == 1, single, pair)
     return out
+
+
+def _pairs(a: np.ndarray, t: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (q, t) pairs among the cases (a, t) [F]: (first [U], each [F]) with case i's
+    pair that of case first[each[i]], so a term of (q, t) is computed once for every c."""
+    _, first, each = np.unique(a * max(m, 1) + t, return_index=True, return_inverse=True)
+    return first, each.reshape(-1)
 
 
 def _bucket(rho: np.ndarray, c: FlopCounter) -> np.ndarray:
