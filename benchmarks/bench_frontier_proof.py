@@ -39,7 +39,10 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = ModelConfig(d_vocab=64, n_ctx=args.k, d_model=32, d_head=32)
     print(f"n=64 k={args.k} d=32 steps={args.steps} lr={args.lr} dist={args.dist}")
-    print(f"{'seed':>4s} {'accuracy':>9s} {'points':>6s} {'widest step':>11s} {'best@cubic/20':>13s} {'by':>26s}")
+    print(
+        f"{'seed':>4s} {'accuracy':>9s} {'points':>6s} {'widest step':>11s} {'cubic FLOPs':>11s}"
+        f" {'best@cubic/20':>13s} {'at':>8s} {'by':>26s}"
+    )
     for seed in range(args.seeds):
         kw = {} if (args.steps, args.lr) == (3000, 1e-3) else {"steps": args.steps, "lr": args.lr}
         model = trained_model(cfg, seed=seed, **kw)
@@ -58,7 +61,12 @@ def main() -> None:
         best = max(cheap, key=lambda r: r.bound) if cheap else None
         by = "-" if best is None else best.method + "".join(f" {k}={v}" for k, v in sorted(best.options.items()))
         rel = 0.0 if best is None else best.bound / acc
-        print(f"{seed:4d} {acc:9.6f} {len(front):6d} {widest:11.2f} {rel:13.4f} {by:>26s}", flush=True)
+        at = "-" if best is None else f"1/{(cubic.flops or 0) / (best.flops or 1):.1f}"
+        print(
+            f"{seed:4d} {acc:9.6f} {len(front):6d} {widest:11.2f} {cubic.flops or 0:11.3g}"
+            f" {rel:13.4f} {at:>8s} {by:>26s}",
+            flush=True,
+        )
         for r in front:
             opts = "".join(f" {k}={v}" for k, v in sorted(r.options.items()))
             print(f"      {r.method + opts:40s} {r.bound / acc:8.4f} {r.flops:10.3g}")

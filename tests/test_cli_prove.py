@@ -101,7 +101,7 @@ def test_prove_frontier_traces_knobs_and_plots(model_file, tmp_path):
     rows = json.loads(res.stdout)
     assert png.stat().st_size > 0
     tops = [r["options"]["cubic_top"] for r in rows if r["method"] == "hybrid" and r["options"]]
-    assert tops == [1, 1, 2, 4]  # n = 8: the cheapest cubic options first
+    assert tops == [1, 1, 2, 3, 4, 6]  # n = 8: the cheapest cubic options first, then 1, 2, 3, 4, 6 < n
     assert any(r["method"] == "cubic" and r["options"] for r in rows)
     correct = evaluate(model).correct
     assert all(r["certified"] <= correct for r in rows)

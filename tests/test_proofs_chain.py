@@ -52,6 +52,58 @@ def test_head_tables_contain_arb_tables(seed, n, k, d_head, use_scale, scale):
         _check_inside(getattr(tabs, name), ref[name][0])
 
 
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    n=st.integers(2, 9),
+    k=st.integers(1, 3),
+    d_head=st.sampled_from([1, 2, 5]),
+    scale=st.sampled_from([0.0, 1.0, 1e3, 1e-150]),
+    cut=st.sampled_from([-1e300, -5.0, 0.0, 6.0]),
+)
+def test_banded_eqke_contains_arb_tables(seed, n, k, d_head, scale, cut):
+    """``banded_qk``: the far entries' rank-one bound and the exact entries contain arb's EQKE
+    and EQKP, with biases, tiny and huge weights; a cut of −1e300 bounds every entry below the
+    diagonal's neighbour (the bound's worst case), 6 what a proof uses."""
+    cfg = ModelConfig(d_vocab=n, n_ctx=k, d_model=3, d_head=d_head)
+    m = MaxKTransformer(cfg)
+    g = torch.Generator().manual_seed(seed)
+    m.init_weights(g)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * (scale if scale > 1e-100 else 1.0))
+            if scale < 1e-100:
+                p.mul_(1e-150)
+    c = FlopCounter()
+    tabs = Ch.head_tables(m, c, eqke_cut=cut)
+    ref = arb_tables(m)
+    for name in ("eqke", "eqkp", "evou", "pvou", "eupu"):
+        _check_inside(getattr(tabs, name), ref[name][0])
+    assert c.total > 0
+
+
+def test_banded_eqke_is_exact_near_the_diagonal_and_cheaper_on_a_trained_model():
+    """On a max-like model (keys' scores grow with the token) the far entries are bounded, the
+    entries from q − 1 on are the chain's (radius ~1e-12), and the tables cost fewer FLOPs; a far
+    entry's upper end stays ``cut`` below the row's lowest score at or above q."""
+    from .helpers import max_like_model
+
+    m = max_like_model(24, 3, 0, 0.05)
+    c_full, c_band = FlopCounter(), FlopCounter()
+    full, band = Ch.head_tables(m, c_full), Ch.head_tables(m, c_band, eqke_cut=2.0)
+    n = 24
+    near = np.arange(n)[None, :] >= np.arange(n)[:, None] - 1
+    tol = 1e-9 * np.abs(full.eqke.hi).max()  # the same products, perhaps in another order
+    assert np.allclose(band.eqke.lo[near], full.eqke.lo[near], rtol=0, atol=tol)
+    assert np.allclose(band.eqkp.hi, full.eqkp.hi, rtol=0, atol=tol)
+    far = (band.eqke.hi - band.eqke.lo > 1e-6) & ~near
+    assert far.sum() > n  # something was bounded, not computed
+    assert np.all(band.eqke.lo[far] <= full.eqke.lo[far]) and np.all(full.eqke.hi[far] <= band.eqke.hi[far])
+    lowest = np.where(~np.tril(np.ones((n, n), dtype=bool), -1), full.eqke.lo, np.inf).min(axis=1)
+    assert np.all(band.eqke.hi[far] <= np.broadcast_to(lowest[:, None], (n, n))[far])
+    assert c_band.by_label["matmul"] < c_full.by_label["matmul"]
+
+
 def test_head_tables_are_tight_and_counted():
     m = random_model(n=12, k=4, d_model=16, d_head=8, seed=2)
     c = FlopCounter()

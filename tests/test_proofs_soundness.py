@@ -302,10 +302,11 @@ def test_head_views_add_up_to_the_model():
     adv=st.booleans(),
 )
 def test_per_head_threshold_proofs_cover_only_correct_inputs(n, k, heads, seed, noise, adv):
-    """Several heads: every input the per-head thresholds (the minimum over the heads' views)
-    cover is correct, for every threshold strategy, on max-like models split over heads (and
-    random ones), adversarially near-tied or not; prove's count is exactly that set's size."""
-    from maxk.proofs.per_head import per_head_thresholds
+    """Several heads: every input the split thresholds (the heads' views with the margin split
+    between them, maxk.proofs.head_split) cover is correct, for every threshold strategy, on
+    max-like models split over heads (and random ones), adversarially near-tied or not; prove's
+    count is exactly that set's size."""
+    from maxk.proofs.head_split import split_thresholds
     from maxk.proofs.subcubic import SUBCUBIC_VARIANTS, subcubic_thresholds
     from maxk.proofs.subcubic_coupled import coupled_thresholds
 
@@ -329,10 +330,15 @@ def test_per_head_threshold_proofs_cover_only_correct_inputs(n, k, heads, seed, 
     nonmax_top = np.where(xs[:, :-1] == mx[:, None], -1, xs[:, :-1]).max(1)
     variants = {v.name: v.settings for v in SUBCUBIC_VARIANTS}
     for name in THRESHOLD_STRATEGIES:
+        c = FlopCounter()  # the margin split between the heads (maxk.proofs.head_split)
         if name == "subcubic-coupled":
-            T = per_head_thresholds(model, lambda v: coupled_thresholds(v, FlopCounter()))
+            T = split_thresholds(model, lambda v, o, b, c=c: coupled_thresholds(v, c, direct_offset=o, max_offset=b), c)
         else:
-            T = per_head_thresholds(model, lambda v, s=variants[name]: subcubic_thresholds(v, FlopCounter(), **s))
+            T = split_thresholds(
+                model,
+                lambda v, o, b, c=c, s=variants[name]: subcubic_thresholds(v, c, direct_offset=o, max_offset=b, **s),
+                c,
+            )
         covered = (T[q, mx] >= -1) & (nonmax_top <= T[q, mx])
         assert not (covered & ~correct).any(), (name, xs[covered & ~correct][:3])
         assert prove(model, name).certified == int(covered.sum()), name

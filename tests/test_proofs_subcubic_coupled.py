@@ -45,7 +45,7 @@ def _drawn_model(size, seed: int, model_kind, dist: str, big: int):
     return model, dist
 
 
-KNOBS = st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(["full", "keydir", "svd"]))
+KNOBS = st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(list(C.ATTENTION)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -130,6 +130,56 @@ def test_refined_pairs_are_sound_and_only_tighten(size, seed, model_kind, refine
     _check_covered_correct(model, T, dist)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.tuples(st.integers(3, 12), st.integers(2, 4)),  # n, k
+    seed=st.integers(0, 10**6),
+    model_kind=st.tuples(st.sampled_from(["random", "attention", "max_like"]), st.sampled_from([0.0, 0.05, 0.3])),
+    refine=st.tuples(st.integers(0, 1), st.integers(1, 9), st.integers(1, 12), st.integers(1, 6)),  # r, R, top, P
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
+def test_refining_the_best_pairs_is_sound_and_grows_with_the_pairs(size, seed, model_kind, refine, dist):
+    """``refine_pairs`` = P: the second pass on the P pairs it gains most on (each with the fewest
+    rivals of the menu that reach its best threshold) covers only correct inputs, never lowers a
+    threshold, touches at most P pairs, none outside the top, and more pairs never certify less."""
+    model, dist = _drawn_model(size, seed, model_kind, dist, 9)
+    n, (r, R, top, P) = size[0], refine
+    base = C.coupled_thresholds(model, exact_outputs=r)
+    T = C.coupled_thresholds(model, exact_outputs=r, refine_outputs=R, refine_top=top, refine_pairs=P)
+    more = C.coupled_thresholds(model, exact_outputs=r, refine_outputs=R, refine_top=top, refine_pairs=2 * P)
+    assert np.all(T >= base) and np.all(more >= T)
+    assert np.count_nonzero(T != base) <= P
+    assert np.array_equal(T[:, : max(n - top, 0)], base[:, : max(n - top, 0)])
+    _check_covered_correct(model, T, dist)
+    _check_covered_correct(model, more, dist)
+
+
+def test_refining_few_pairs_costs_less_and_gains_most():
+    """On a noised max-like model: the whole second pass gains most, two pairs gain less but
+    more per FLOP than the base, and cost less than the whole pass."""
+    model = max_like_model(14, 4, 1, 0.05)
+    counts, flops = [], []
+    for P in (None, 2, 0):
+        c = FlopCounter()
+        R = 0 if P is None else 4
+        T = C.coupled_thresholds(model, c, refine_outputs=R, refine_top=14, refine_pairs=P or 0)
+        counts.append(count_certified(T, 4, "uniform"))
+        flops.append(c.total)
+    assert counts[0] < counts[1] <= counts[2]
+    assert flops[0] < flops[1] < flops[2]
+
+
+def test_row_tops_of_some_rows_are_verified_and_counted_per_row():
+    rng = np.random.default_rng(3)
+    x = point(rng.standard_normal((6, 10)))
+    c = FlopCounter()
+    idx, val = C._row_tops(x, 4, c, np.array([1, 4]))
+    assert c.total == 2 * 9
+    for r in (1, 4):
+        assert np.array_equal(val[r], np.sort(x.hi[r])[::-1][:4]) and np.array_equal(x.hi[r][idx[r]], val[r])
+    assert np.all(np.isnan(val[[0, 2, 3, 5]])) and np.all(idx[[0, 2, 3, 5]] == -1)
+
+
 def test_refining_gains_and_counts_only_what_it_verifies():
     model = max_like_model(14, 4, 1, 0.05)
     c0, c1 = FlopCounter(), FlopCounter()
@@ -197,18 +247,19 @@ def test_range_max_and_block_products(data, lo, length):
     w = np.abs(np.resize(x, (7, 7)))
     ev = np.resize(x[::-1], (7, 7))
     W = margin_up(point(ev), FlopCounter())
-    blocks = C._Blocks(w, W, point(ev), FlopCounter())
     q, m = np.array([0, 3, 6]), np.array([6, 5, 6])
     top = np.minimum(np.full(3, hi), m - 1)
     cand = np.array([[0, 1], [2, 4], [5, 5]])
-    A = blocks.products(q, m, top, cand, FlopCounter())  # [3, 3]
-    for p in range(3):
-        for t in range(top[p] + 1):
-            vals = [ev[t, o] - ev[t, m[p]] for o in cand[p]] + [
-                max(ev[t, o] - ev[t, m[p]] for o in range(7) if o != m[p])
-            ]
-            for c, v in enumerate(vals):
-                assert A[p, c] >= w[q[p], t] * v - 1e-9 * (1 + abs(w[q[p], t] * v))
+    for depth in (None, 0, 1, 2):  # every geometric block, or the first few and then the rest as one
+        blocks = C._Blocks(w, W, point(ev), FlopCounter(), depth)
+        A = blocks.products(q, m, top, cand, FlopCounter())  # [3, 3]
+        for p in range(3):
+            for t in range(top[p] + 1):
+                vals = [ev[t, o] - ev[t, m[p]] for o in cand[p]] + [
+                    max(ev[t, o] - ev[t, m[p]] for o in range(7) if o != m[p])
+                ]
+                for c, v in enumerate(vals):
+                    assert A[p, c] >= w[q[p], t] * v - 1e-9 * (1 + abs(w[q[p], t] * v))
 
 
 def test_outside_max_bounds_every_entry_outside():

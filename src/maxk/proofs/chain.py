@@ -44,7 +44,7 @@ from ..flops import FlopCounter
 from .enclose import ETA, Interval, U, add, attn_scale_interval, down, gamma, point, up
 from .lowrank import matmul_cs
 
-__all__ = ["HeadTables", "chain_enclosure", "head_tables"]
+__all__ = ["HeadTables", "banded_qk", "chain_enclosure", "head_tables", "magnitude"]
 
 
 def _order(factors: list[np.ndarray]) -> dict[tuple[int, int], int]:
@@ -83,18 +83,42 @@ def chain_enclosure(factors: list[np.ndarray], rel: list[float], counter: FlopCo
         return _chain_enclosure(factors, rel, counter)[0]
 
 
-def _chain_enclosure(factors: list[np.ndarray], rel: list[float], counter: FlopCounter) -> tuple[Interval, float]:
+def _chain_enclosure(
+    factors: list[np.ndarray], rel: list[float], counter: FlopCounter, mags: list[float] | None = None
+) -> tuple[Interval, float]:
     """The enclosure and an upper bound on |lo| and |hi| of every entry (Π max|X̂_i|·Π p, the
-    exact product's bound, plus the radius twice and a rounding)."""
-    dims = [x.shape[1] for x in factors[:-1]]
+    exact product's bound, plus the radius twice and a rounding). ``mags``: max|X̂_i| of each
+    factor when the caller knows them (a factor shared by two chains is scanned once)."""
     acc = _evaluate(factors, _order(factors), 0, len(factors) - 1, counter)
+    rad, scale = _chain_radius(factors, rel, counter, mags)
+    if not (np.isfinite(rad) and np.all(np.isfinite(acc))):
+        raise MaxkError("a product chain overflows float64: cannot enclose it")
+    counter.add(2 * acc.size, "chain enclosure")
+    bound = float(up(scale + 3.0 * rad, counter))
+    return Interval(down(acc - rad, counter), up(acc + rad, counter)), bound
+
+
+def magnitude(x: np.ndarray, counter: FlopCounter) -> float:
+    """max|x| (0 for an empty array). Cost: 2 operations per entry."""
+    counter.add(2 * x.size, "abs")
+    return float(np.max(np.abs(x), initial=0.0))
+
+
+def _chain_radius(
+    factors: list[np.ndarray], rel: list[float], counter: FlopCounter, mags: list[float] | None = None
+) -> tuple[float, float]:
+    """(ρ, scale): one radius ρ with |Ĉ − X_1···X_j| <= ρ for every entry of the float product Ĉ
+    of ``factors`` in any parenthesisation (module docstring), and scale = Π max|X̂_i|·Π p.
+    Raises MaxkError when the chain is too long for the bound or it overflows. Cost O(j) after
+    the magnitudes (2 operations per factor entry when not given)."""
+    dims = [x.shape[1] for x in factors[:-1]]
     g = sum(rel) + sum(gamma(p) for p in dims)
     if not g < 0.01:
         raise MaxkError("the a-priori rounding bound needs a smaller product chain")
     big = 1.01 * g  # >= Π(1 + ε)Π(1 + γ) − 1 while g < 0.01
     # |X̂_1|···|X̂_j| <= Π max|X̂_i| · Π inner dimensions, entrywise
-    mags = [float(np.max(np.abs(x), initial=0.0)) for x in factors]
-    counter.add(2 * sum(x.size for x in factors), "abs")
+    if mags is None:
+        mags = [magnitude(x, counter) for x in factors]
     scale = 1.0
     for a in mags:
         scale = float(up(scale * a, counter))
@@ -108,11 +132,9 @@ def _chain_enclosure(factors: list[np.ndarray], rel: list[float], counter: FlopC
     for c in carry:
         tau = float(up(tau * c, counter))
     rad = float(up(rho + tau, counter))
-    if not (np.isfinite(rad) and np.all(np.isfinite(acc))):
+    if not np.isfinite(rad):
         raise MaxkError("a product chain overflows float64: cannot enclose it")
-    counter.add(2 * acc.size, "chain enclosure")
-    bound = float(up(scale + 3.0 * rad, counter))
-    return Interval(down(acc - rad, counter), up(acc + rad, counter)), bound
+    return rad, scale
 
 
 @dataclass(frozen=True)
@@ -144,15 +166,113 @@ def _f64(model) -> dict[str, np.ndarray]:
     return {name: p.detach().to("cpu").double().numpy() for name, p in model.named_parameters()}
 
 
-def head_tables(model, counter: FlopCounter | None = None) -> HeadTables:
-    """Every table of head 0 by ``chain_enclosure`` (module docstring). Cost: O(n²·d + n·d²)
-    in the float products plus O(n²) for the enclosures."""
+def head_tables(model, counter: FlopCounter | None = None, *, eqke_cut: float | None = None) -> HeadTables:
+    """Every table of head 0 by ``chain_enclosure`` (module docstring); with ``eqke_cut``, EQKE
+    by ``banded_qk`` (exact near and above the diagonal, a rank-one bound far below it).
+    Cost: O(n²·d + n·d²) in the float products plus O(n²) for the enclosures."""
     c = counter if counter is not None else FlopCounter()
     with np.errstate(all="ignore"):  # an overflow is refused by chain_enclosure
-        return _head_tables(model, c)
+        return _head_tables(model, c, eqke_cut)
 
 
-def _head_tables(model, c: FlopCounter) -> HeadTables:
+def _scan(x: np.ndarray, counter: FlopCounter) -> np.ndarray:
+    """Upper bounds [r] on the Euclidean norms of the rows of the float matrix x [r, p]: the
+    float sum of squares s (|fl(s) − s| <= γ_p·s + p·η), widened and square-rooted upward.
+    Cost: 2 operations per entry, O(1) per row."""
+    p = x.shape[1]
+    ss = np.einsum("ij,ij->i", x, x)
+    counter.add(2 * x.size, "norms")
+    return up(np.sqrt(up(up(ss * (1.0 + gamma(p + 1)), counter) + (p + 1) * ETA, counter)), counter)
+
+
+def banded_qk(
+    factors: list[np.ndarray], rel: list[float], n: int, cut: float, counter: FlopCounter, mags: list[float]
+) -> Interval:
+    """Enclosure [n, n + k] of the chain query·wq·wkᵀ·keysᵀ (``factors``, errors ``rel``, as in
+    ``chain_enclosure``; keys [n + k, d'] has the n token rows first) that computes the token
+    entries exactly only where a proof needs them: from column t0(q) on in row q, where t0(q)
+    <= q − 1 is where a rank-one bound of the row, far below the diagonal, falls ``cut`` below
+    the row's lowest score at or above q (far tokens' weights are then e^−cut of a max token's
+    or less, and their scores need not be tight); the positional columns always exactly.
+
+    With Ŷ = fl(query·fl(wq·wkᵀ)) (|Ŷ − Y| <= ρ_Y entrywise, ``_chain_radius``) and float
+    choices y = mean row of Ŷ, α_q = Ŷ[q]·y / y·y, κ = mean key row, Ẑ = fl(Ŷ − fl(α ⊗ y)),
+    exactly Y[q]·K[t] = α_q (y·K[t]) + Ẑ[q]·κ + Ẑ[q]·(K[t] − κ) + (Y − α⊗y − Ẑ)[q]·K[t], so a
+    far entry lies within fl(α_q ŝ_t) + ĉ_q ± (zn_q·kn_t + |α_q|·e_t + e_q + e₀): zn, kn the
+    norms of Ẑ's rows and of K − κ (Cauchy–Schwarz), e_t, e_q the a-priori errors of the dot
+    products ŝ_t = fl(y·K[t]), ĉ_q = fl(Ẑ[q]·κ), e₀ the scalar rest (ρ_Y·Σ|K[t]|, Ẑ's rounding,
+    and the rounding of the centre), all rounded up. Any float choices are sound; t0 is the
+    prover's choice, computed in float.
+
+    Cost: the d×d and n×d products, the token entries from t0(q) on (n·(n − t0)·(2d − 1) in
+    all, instead of n²·(2d − 1)), O(n·d) for the pieces and ~12 operations per far entry."""
+    query, wq, wkT, keysT = factors
+    rad, _ = _chain_radius(factors, rel, counter, mags)
+    rad_y, _ = _chain_radius(factors[:3], rel[:3], counter, mags[:3])
+    mq = wq @ wkT
+    counter.matmul(wq.shape[0], wq.shape[1], wkT.shape[1], "matmul")
+    Y = query @ mq  # [n, d']
+    counter.matmul(query.shape[0], query.shape[1], mq.shape[1], "matmul")
+    K = np.ascontiguousarray(keysT[:, :n].T)  # [n, d']: the token rows of keys
+    dk = K.shape[1]
+    # the float choices (any floats are sound), counted all the same
+    y = Y.mean(axis=0)
+    yy = float(y @ y)
+    alpha = Y @ y / yy if yy > 0 and np.isfinite(yy) else np.zeros(n)
+    kappa = K.mean(axis=0)
+    counter.add(3 * Y.size + K.size, "band pieces")
+    # the pieces: ŝ, Ẑ, ĉ and the norms
+    s_hat = K @ y  # [n]
+    ay = alpha[:, None] * y[None, :]
+    Z = Y - ay
+    c_hat = Z @ kappa  # [n]
+    D = K - kappa[None, :]
+    counter.add(2 * K.size + 2 * Z.size + 2 * Z.size + K.size, "band pieces")
+    zn, kn = _scan(Z, counter), _scan(D, counter)
+    g = gamma(dk)
+    kap = float(_scan(kappa[None, :], counter)[0])
+    knorm = up(up(kn * (1.0 + 4 * U), counter) + kap, counter)  # ||K[t]|| <= ||K[t] − κ|| + ||κ||
+    e_t = up(up(g * float(_scan(y[None, :], counter)[0]), counter) * knorm + dk * ETA, counter)  # [n]: ŝ's error
+    e_q = up(up(g * kap, counter) * zn + dk * ETA, counter)  # [n]: ĉ's error
+    # ρ_Y·Σ_j|K[t, j]| and |Ŷ − α⊗y − Ẑ|·Σ|K[t, j]| (two roundings, each <= u·max(|αy|, |Ẑ|) + η;
+    # |αy| <= max|α|·max|y|, |Ẑ| <= its row norm)
+    kmax = mags[3]
+    ymax = float(np.max(np.abs(y), initial=0.0))
+    zmax = float(
+        up(float(np.max(np.abs(alpha), initial=0.0)) * ymax * (1.0 + 4 * U) + float(zn.max(initial=0.0)), counter)
+    )
+    e0 = up(up(rad_y + up(2.02 * U * zmax, counter) + 2 * ETA, counter) * up(dk * kmax, counter), counter)
+    # the centre's two roundings: |fl(α ŝ)| <= max|α|·max|ŝ|, |fl(fl(α ŝ) + ĉ)| <= that + max|ĉ|
+    cen = up(float(np.max(np.abs(alpha), initial=0.0)) * float(np.max(np.abs(s_hat), initial=0.0)), counter)
+    e0 = float(up(e0 + up(2.02 * U * up(2.0 * cen + float(np.max(np.abs(c_hat), initial=0.0)), counter), counter)))
+    e0 = float(up(e0 + 4 * ETA, counter))
+    counter.add(10 * n + 2 * dk, "band pieces")
+    if not all(np.all(np.isfinite(x)) for x in (Y, zn, kn, e_t, e_q)) or not np.isfinite(e0):
+        raise MaxkError("a product chain overflows float64: cannot enclose it")
+    # the prover's choice of t0(q), in float: far entries' upper ends cut below the row's lowest
+    # score at or above q (estimated from the same rank-one form)
+    est = alpha[:, None] * s_hat[None, :] + c_hat[:, None]
+    spread = zn[:, None] * kn[None, :]
+    low = np.where(np.triu(np.ones((n, n), dtype=bool)), est - spread, np.inf).min(axis=1)  # [q]
+    far = (est + spread <= (low - cut)[:, None]) & (np.arange(n)[None, :] < np.arange(n)[:, None])
+    t0 = np.where(far.all(axis=1), n, np.argmin(far, axis=1))  # first column not far (a prefix)
+    t0 = np.minimum(t0, np.maximum(np.arange(n) - 1, 0))
+    lo = np.empty((n, keysT.shape[1]))
+    hi = np.empty_like(lo)
+    for q in range(n):  # the exact entries of row q: columns t0(q).. and the positional ones
+        cols = np.r_[t0[q] : keysT.shape[1]]
+        row = Y[q] @ keysT[:, cols]
+        counter.matmul(1, dk, cols.size, "matmul")
+        lo[q, cols], hi[q, cols] = row - rad, row + rad
+    qi, ti = np.nonzero(np.arange(n)[None, :] < t0[:, None])
+    centre = alpha[qi] * s_hat[ti] + c_hat[qi]
+    err = (zn[qi] * kn[ti] + np.abs(alpha[qi]) * e_t[ti] + e_q[qi] + e0) * (1.0 + 2.0**-40)
+    lo[qi, ti], hi[qi, ti] = centre - err, centre + err
+    counter.add(2 * lo.size + 10 * qi.size, "chain enclosure")
+    return Interval(down(lo, counter), up(hi, counter))
+
+
+def _head_tables(model, c: FlopCounter, eqke_cut: float | None = None) -> HeadTables:
     w = _f64(model)
     for name, x in w.items():
         if not np.all(np.isfinite(x)):
@@ -172,13 +292,26 @@ def _head_tables(model, c: FlopCounter) -> HeadTables:
     wq = wq * s_hi
     c.add(wq.size, "scale")
     keys, wk = _biased([(E, 0.0), (P, 1.0)], WK, bK, c)  # [n + k, d (+ 1)]
-    qk, _ = _chain_enclosure([query, wq, wk.T, keys.T], [U, eps_s, 0.0, 0.0], c)
     vals, wv = _biased([(E, 1.0), (P, 0.0)], WV, bV, c)  # [n + k, d (+ 1)]
-    ov, ov_bound = _chain_enclosure([vals, wv, WO, WU], [0.0, 0.0, 0.0, 0.0], c)
-    direct, d_bound = _chain_enclosure([R, WU], [U, 0.0], c)
-    row = add(matmul_cs(point(bO[None]), point(WU), c), point(bU[None]), c)  # [1, n]
-    eupu = add(direct, row, c)
-    row_bound = float(np.max(np.maximum(np.abs(row.lo), np.abs(row.hi)), initial=0.0))
-    c.add(3 * row.lo.size, "abs")
+    # the magnitudes of the factors two chains share, scanned once (a bias column holds 0 and 1)
+    m_e, m_r, m_u = max(magnitude(E, c), magnitude(P, c)), magnitude(R, c), magnitude(WU, c)
+    qk_factors = [query, wq, wk.T, keys.T]
+    qk_mags = [max(m_r, float(query.shape[1] > R.shape[1])), magnitude(wq, c), magnitude(wk, c)]
+    qk_mags.append(max(m_e, float(keys.shape[1] > E.shape[1])))
+    if eqke_cut is None:
+        qk, _ = _chain_enclosure(qk_factors, [U, eps_s, 0.0, 0.0], c, qk_mags)
+    else:
+        qk = banded_qk(qk_factors, [U, eps_s, 0.0, 0.0], n, eqke_cut, c, qk_mags)
+    ov_mags = [max(m_e, float(vals.shape[1] > E.shape[1])), magnitude(wv, c), magnitude(WO, c), m_u]
+    ov, ov_bound = _chain_enclosure([vals, wv, WO, WU], [0.0, 0.0, 0.0, 0.0], c, ov_mags)
+    direct, d_bound = _chain_enclosure([R, WU], [U, 0.0], c, [m_r, m_u])
+    c.add(bO.size + bU.size, "compare")
+    if np.any(bO) or np.any(bU):  # the direct path's bias row b_O W_U + b_U [1, n]
+        row = add(matmul_cs(point(bO[None]), point(WU), c), point(bU[None]), c)
+        eupu = add(direct, row, c)
+        row_bound = float(np.max(np.maximum(np.abs(row.lo), np.abs(row.hi)), initial=0.0))
+        c.add(3 * row.lo.size, "abs")
+    else:  # exactly zero (the paper's models): nothing to add
+        eupu, row_bound = direct, 0.0
     bound = float(up(up(2.0 * ov_bound + d_bound, c) + 2.0 * row_bound, c))
     return HeadTables(qk[:, :n], qk[:, n:], ov[:n], ov[n:], eupu, bound)

@@ -2,7 +2,8 @@
 
 ``frontier_runs(cfg)`` lists the (strategy, options) points that ``maxk prove --strategy all
 --frontier`` runs: every registered strategy with its defaults, ``subcubic-coupled`` checking more
-rivals exactly (everywhere, or in a second pass over the top max tokens), then the ``hybrid`` proof with
+rivals exactly (everywhere, or in a second pass over the top max tokens or the pairs that gain
+most), then the ``hybrid`` proof with
 ``cubic_top`` = 1, 2, 4, ... (cubic for the top max tokens, subcubic for the rest) and the cubic
 proof with less exact work, so that bound against FLOPs is traced from the cheapest proof to
 cubic with no wide gap. ``pareto`` keeps the points no other point beats on both axes.
@@ -21,28 +22,59 @@ CUBIC_STEPS = ({"exact_outputs": 1, "exact_budget": 0.0}, {"exact_outputs": 2, "
 COUPLED_RIVALS = (2, 4, 8, 12, 16, 24, 32, 48)  # subcubic-coupled's exact_outputs on the frontier (< n; default 0)
 # subcubic-coupled's second pass: (refine_outputs, refine_top), rivals for the top max tokens only
 COUPLED_REFINE = ((2, 16), (4, 16), (8, 16), (4, 32), (8, 32), (16, 32))
+COUPLED_NEAR = (2, 4)  # near_tokens with every output exact
+# ... and over every max token, on the refine_pairs pairs it gains most on: (refine_outputs, refine_pairs)
+COUPLED_PAIRS = (
+    (4, 10),
+    (8, 10),
+    (16, 10),
+    (32, 10),
+    (8, 20),
+    (16, 20),
+    (32, 20),
+    (8, 40),
+    (16, 40),
+    (32, 40),
+    (16, 80),
+    (32, 80),
+    (16, 160),
+    (32, 160),
+    (8, 320),
+    (16, 320),
+    (32, 320),
+    (8, 640),
+    (16, 640),
+    (32, 640),
+)
 
 
 def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """(strategy, options) points of the frontier for a model of ``cfg``, cheapest family first:
-    ``strategies`` (registered names) with defaults, subcubic-coupled with COUPLED_RIVALS and
-    COUPLED_REFINE (rivals below n), hybrid with cubic_top = 1 and the cheapest cubic options,
-    then cubic_top = 1, 2, 4, ... < n, and the cubic proof with the options of CUBIC_STEPS (when
+    ``strategies`` (registered names) with defaults, subcubic-coupled with COUPLED_RIVALS,
+    COUPLED_REFINE and COUPLED_PAIRS (rivals below n), hybrid with cubic_top = 1 and the cheapest cubic options,
+    then cubic_top = 1, 2, 3, 4, 6, 8, 12, ... < n, and the cubic proof with the options of CUBIC_STEPS (when
     those strategies are among them)."""
     runs: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in strategies]
     if "subcubic-coupled" in strategies:  # more rivals checked exactly: between it and hybrid
-        runs += [("subcubic-coupled", {"exact_outputs": r}) for r in COUPLED_RIVALS if r < cfg.n]
+        rivals = sorted({r for r in COUPLED_RIVALS if r < cfg.n} | {cfg.n - 1} - {0})  # n − 1: every output
+        runs += [("subcubic-coupled", {"exact_outputs": r}) for r in rivals]
+        # every output exact and the tokens just below the threshold one by one: the argument's
+        # tightest, between it and hybrid / cubic where those are much dearer (k = 10)
+        runs += [("subcubic-coupled", {"exact_outputs": cfg.n - 1, "near_tokens": b}) for b in COUPLED_NEAR]
         runs += [
             ("subcubic-coupled", {"refine_outputs": r, "refine_top": t})
             for r, t in COUPLED_REFINE
             if t <= cfg.n and r < cfg.n
         ]
+        runs += [
+            ("subcubic-coupled", {"refine_outputs": r, "refine_top": cfg.n, "refine_pairs": p})
+            for r, p in COUPLED_PAIRS
+            if r < cfg.n
+        ]
     if "hybrid" in strategies:  # the first step costs the full tables' enclosure: keep it cheap
         runs.append(("hybrid", {"cubic_top": 1, **CUBIC_STEPS[0]}))
-        top = 1
-        while top < cfg.n:
-            runs.append(("hybrid", {"cubic_top": top}))
-            top *= 2
+        tops = sorted({t for j in range(cfg.n.bit_length()) for t in (1 << j, 3 << j) if t < cfg.n})
+        runs += [("hybrid", {"cubic_top": t}) for t in tops]  # 1, 2, 3, 4, 6, 8, 12, ...
     if "cubic" in strategies:
         runs += [("cubic", dict(o)) for o in CUBIC_STEPS]
     return runs

@@ -23,7 +23,7 @@ from ..errors import MaxkError
 from ..flops import FlopCounter
 from .cubic import EXACT_BUDGET, EXACT_OUTPUTS, certified_sets, multi_head_sets
 from .enclose import enclosed_tables
-from .per_head import per_head_thresholds
+from .head_split import split_thresholds
 from .subcubic import SUBCUBIC_VARIANTS, subcubic_thresholds
 from .subcubic_coupled import coupled_thresholds
 
@@ -54,10 +54,18 @@ def hybrid_certified(
     n, k = model.cfg.n, model.cfg.k
     d = resolve(dist, n, k)
     if base == COUPLED:
-        T = per_head_thresholds(model, lambda v: coupled_thresholds(v, c, strategy="hybrid"))
+        T = split_thresholds(
+            model,
+            lambda v, o, b: coupled_thresholds(v, c, strategy="hybrid", direct_offset=o, max_offset=b),
+            c,
+        )
     else:
         settings = variants[base].settings
-        T = per_head_thresholds(model, lambda v: subcubic_thresholds(v, c, strategy="hybrid", **settings))
+        T = split_thresholds(
+            model,
+            lambda v, o, b: subcubic_thresholds(v, c, strategy="hybrid", direct_offset=o, max_offset=b, **settings),
+            c,
+        )
     top = min(cubic_top, n)
     tab = enclosed_tables(model, c) if top else None
     budget = None if exact_budget < 0 else exact_budget

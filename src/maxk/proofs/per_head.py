@@ -17,6 +17,10 @@ is then a sound threshold table for the model. With H a power of two the view's 
 exact in floating point, so each view is exactly the real-number model the argument needs;
 other head counts are refused. Cost: H times the single-head proof, plus O(H·d_head·d_model)
 to build the views.
+
+That minimum asks every head to solve the task alone; the threshold strategies now split the
+margin between the heads instead (``maxk.proofs.head_split``, on the same views).
+``per_head_thresholds`` stays as the plain minimum (the before of benchmarks/bench_multi_head_proofs.py).
 """
 
 from __future__ import annotations

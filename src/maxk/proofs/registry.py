@@ -63,7 +63,10 @@ STRATEGIES.register(
     "subcubic-coupled",
     prove_coupled,
     cost=COUPLED_COST,
-    summary="subcubic gaps, outputs per column (r rivals, two sides; R more on the top max tokens), token blocks",
+    summary=(
+        "subcubic gaps, outputs per column (r rivals, two sides; R more on the top max tokens "
+        "or the P pairs gaining most), token blocks"
+    ),
     refuses=(POWER_OF_TWO_HEADS, FINITE),
 )
 STRATEGIES.register(

@@ -67,8 +67,8 @@ from ..flops import FlopCounter
 from ..registry import Refusal, Refused
 from .common import require_single_head
 from .enclose import ETA, EXP_REL, Interval, add, exp, matmul_abs_up, mul_scalar, mul_upper, point, sub, up
+from .head_split import split_thresholds
 from .lowrank import abs_up, eqke_meandiff, eqke_svd, matmul_cs, qk_pieces, row_norms_up
-from .per_head import per_head_thresholds
 
 __all__ = [
     "SubcubicPieces",
@@ -203,7 +203,14 @@ def ov_tables(model, qt: Interval, s: Interval, counter: FlopCounter, *, full_di
 
 
 def ov_pieces(
-    model, qt: Interval, s: Interval, counter: FlopCounter, *, full_direct: bool = True, split: bool = False
+    model,
+    qt: Interval,
+    s: Interval,
+    counter: FlopCounter,
+    *,
+    full_direct: bool = True,
+    split: bool = False,
+    max_offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Interval]:
     """W [S, n, n], D [S, n, n], Pv [S, k, n], empty [S, n] (see ``SubcubicPieces``; S = 1, or
     S = 2 with ``split``: outputs below and above m) and the EQKP enclosure [n, k], from
@@ -211,7 +218,9 @@ def ov_pieces(
 
     With ``full_direct`` the direct path bound comes from the enclosed n×n EUPU table
     (O(n²·d)); otherwise from O(n·d) pieces (``direct_quadratic_up``, the same bound for both
-    sides)."""
+    sides). ``max_offset`` b [n_max, n_out] (``maxk.proofs.head_split``; diagonal ignored) is
+    added to every output's margin: exactly to a max copy's value W[m, m] (the diagonal, read
+    for max copies and a query equal to the max only) and as its side maximum to D."""
     n = model.cfg.n
     tabs = ov_tables(model, qt, s, counter, full_direct=full_direct)
 
@@ -229,6 +238,17 @@ def ov_pieces(
         assert tabs.resq is not None
         Dq = direct_quadratic_up(tabs.resq, tabs.WU, tabs.cvec, counter)
         D = np.broadcast_to(Dq, (W.shape[0],) + Dq.shape)
+    if max_offset is not None:
+        b = np.array(max_offset, dtype=np.float64)
+        np.fill_diagonal(b, 0.0)
+        bm = np.diagonal(margins(point(b))[0], axis1=1, axis2=2)  # [S, m]: b's maximum over the side
+        Wb = np.diagonal(margins(Interval(tabs.evou.lo, up(tabs.evou.hi + b, counter)))[0], axis1=1, axis2=2)
+        W = W.copy()
+        idx = np.arange(n)
+        with np.errstate(all="ignore"):  # an empty side: NaN, never read (vacuous); overflow: +inf fails
+            W[:, idx, idx] = up(Wb - bm, counter)
+            D = up(D + bm[:, None, :], counter)
+        counter.add(2 * W.shape[0] * n + D.size, "offsets")
     return W, D, Pv, empty, tabs.eqkp
 
 
@@ -469,6 +489,8 @@ def subcubic_thresholds(
     direct: str = "full",
     split: bool = False,
     strategy: str = "subcubic",
+    direct_offset: np.ndarray | None = None,
+    max_offset: np.ndarray | None = None,
 ) -> np.ndarray:
     """The thresholds T [n_q, n_max] of ``certify_gaps`` (any distribution) with the chosen EQKE
     bound (``attention`` = "keydir": mean + difference with the key direction kept exactly;
@@ -476,7 +498,9 @@ def subcubic_thresholds(
     ``maxk.proofs.lowrank``) and direct path (``direct`` = "full": the n×n EUPU table, or
     "quadratic": from O(n·d) pieces). With ``split`` the outputs below and above the max are
     bounded separately (two sides, each decoupled), which keeps a non-max token's own output
-    apart from the max token's nearest rival above it.
+    apart from the max token's nearest rival above it. ``direct_offset`` c [n_q, n_max] and
+    ``max_offset`` b [n_max, n_out] (``maxk.proofs.head_split``) make the check certify margin
+    > c[q, m] + b[m, o] against every output o (b as ``ov_pieces``).
 
     Cost: O(n·d·dh) for the query/key pieces (plus O(n·dh² + dh³) for "svd"), O(n²·dh) for
     EVOU (and O(n²·d) for EUPU if ``direct`` is "full"), O(n²) (O(n²·rank) for "svd") for the
@@ -490,7 +514,13 @@ def subcubic_thresholds(
         eqke = eqke_meandiff(pieces, c, key_direction=(attention == "keydir"))
     else:
         raise MaxkError(f"unknown EQKE bound {attention!r}: choose svd, keydir or meandiff")
-    W, D, Pv, empty, eqkp = ov_pieces(model, pieces.qt, pieces.s, c, full_direct=(direct == "full"), split=split)
+    W, D, Pv, empty, eqkp = ov_pieces(
+        model, pieces.qt, pieces.s, c, full_direct=(direct == "full"), split=split, max_offset=max_offset
+    )
+    if direct_offset is not None:
+        with np.errstate(all="ignore"):  # overflow gives +inf, which fails
+            D = up(D + np.asarray(direct_offset, dtype=np.float64)[None], c)
+        c.add(D.size, "offsets")
     for name, arr in (("EQKE", eqke.lo), ("EQKE", eqke.hi), ("EQKP", eqkp.lo), ("EQKP", eqkp.hi)):
         if not np.all(np.isfinite(arr)):
             raise Refused(FINITE, f"{name} enclosure is not finite")
@@ -501,9 +531,11 @@ def subcubic_certified(
     model, dist: str | Distribution = "uniform", counter: FlopCounter | None = None, **settings
 ) -> int:
     """Certified count for ``dist``: ``count_certified`` of ``subcubic_thresholds(model, counter,
-    **settings)`` (same settings and cost), taken head by head on several heads (``per_head``)."""
+    **settings)`` (same settings and cost), on several heads with the margin split between them
+    (``head_split``)."""
     d = resolve(dist, model.cfg.n, model.cfg.k)
-    T = per_head_thresholds(model, lambda m: subcubic_thresholds(m, counter, **settings))
+    c = counter if counter is not None else FlopCounter()
+    T = split_thresholds(model, lambda m, o, b: subcubic_thresholds(m, c, direct_offset=o, max_offset=b, **settings), c)
     return count_certified(T, model.cfg.k, d)
 
 

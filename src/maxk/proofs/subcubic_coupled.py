@@ -12,9 +12,12 @@ counting, and tightens the check:
 
 * **tables** (``maxk.proofs.chain``): EQKE | EQKP, EVOU ; PVOU and EUPU each one float product
   chain of the weights with one a-priori rounding radius, not interval products.
-* **EQKE** (option ``attention``, default "full"): the n×n table itself, O(n²·dh) like the EVOU
-  table every variant forms, so no error term ("keydir", "svd": the low-rank bounds of
-  ``maxk.proofs.lowrank``).
+* **EQKE** (option ``attention``, default "band"): the n×n table computed exactly from column
+  t0(q) >= q − 1 on in each row q and bounded by a rank-one form with a Cauchy–Schwarz error
+  below it, where that bound's upper end is ``EQKE_CUT`` below the row's lowest score at or
+  above q (``maxk.proofs.chain.banded_qk``: far tokens' weights are e^−6 of a max token's or
+  less there, and nothing certified changes on the models measured); "full" the whole product,
+  O(n²·dh) like the EVOU table; "keydir", "svd" the low-rank bounds of ``maxk.proofs.lowrank``.
 * **outputs**: the check runs per column, each a set of outputs with its own D, V and P terms:
   a candidate set C of single outputs — with ``exact_outputs`` = r >= 1, the query's largest
   EVOU output and the r largest of EVOU[m] (rows sorted once, not per pair) — and two columns
@@ -25,15 +28,21 @@ counting, and tightens the check:
 * **far tokens by blocks**: a non-max token t <= T−b at position i adds
   w_t (v_t + y) <= epi_i (A + w_top·y⁺), with y = Pd[i, o] + Dd[o], w_top the largest weight
   over t <= T−b and A the largest (block max weight · block max value)⁺ over geometric blocks
-  of tokens T−b, T−b−1..T−b−2, T−b−3..T−b−6, ... (range maxima from sparse tables over t); a
-  block's value on a candidate output o is max_t EVOU_hi[t, o] − min_t EVOU_lo[t, m] (or the
-  worst output's, if smaller). The smaller of this and the subcubic NS·NW bound is used.
+  of tokens T−b, T−b−1..T−b−2, T−b−3..T−b−6 (range maxima from sparse tables over t), then
+  every token below them as one block (``BLOCK_DEPTH`` = 3: the prefix maxima of weight and
+  worst-output value); a block's value on a candidate output o is max_t EVOU_hi[t, o] −
+  min_t EVOU_lo[t, m] (or the worst output's, if smaller). (The subcubic NS·NW bound, once
+  taken as well, was never the smaller on trained models and cost a third of the check.)
 * **near tokens** (option ``near_tokens`` = b, default 0): the b tokens T−b+1..T are bounded
   one by one, their own weight times their own value (exact on the candidates).
 * **a second pass** (options ``refine_outputs`` = R, ``refine_top``): the pairs of the
   ``refine_top`` largest max tokens (they hold most inputs: P[max = m] grows like m^(k−1)) not
   yet at T = m − 1 are searched on upward with R rivals checked one by one; the other pairs keep
-  their thresholds, so rivals are paid for only where the inputs are.
+  their thresholds, so rivals are paid for only where the inputs are. Each pair is searched with
+  1, 2, 4, ... < R and R rivals and gets the fewest that reach its best threshold; with
+  ``refine_pairs`` = P only the P pairs gaining most inputs per (rivals + 3) are kept (a few
+  pairs hold most of what r = 0 loses). Choosing is search, uncounted; only the kept pairs are
+  set up and verified, counted.
 
 Sound: for an input in the set and an output o != m, o lies in one column, and every term of
 F(o) is at most that column's entry (each is an upper bound of the exact term for every output
@@ -45,14 +54,15 @@ pair's largest weight (``_check_slack``); anything non-finite fails. The thresho
 certificate: the search that finds them is not counted (``maxk.proofs.subcubic.search_pairs``),
 every reported T is checked once more and counted.
 
-Cost: the tables (O(n²·d); EQKE O(n²·dh) with "full"), O(n²·log n) for the sorted rows and the
-sparse tables, O(n²·k·b) exponentials for the near tokens, and O((r + 3)·k·(b + log n)) per
-pair's check (plus the second pass's pairs with R): O(n²·d + n²·k·(r + 3)·(b + log n)·log n) —
-subcubic for fixed r, b.
+Cost: the tables (O(n²·d); EQKE O(n²·dh) at most), O(n) per row for the verified top entries
+of the rows read, O(n²·log n) for the sparse tables, O(n²·k·b) exponentials for the near
+tokens, and O((r + 3)·k·(b + log n)) per pair's check (plus the second pass's pairs with R):
+O(n²·d + n²·k·(r + 3)·(b + log n)·log n) — subcubic for fixed r, b.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import cast
 
 import numpy as np
@@ -64,8 +74,8 @@ from ..registry import Refused
 from .chain import head_tables
 from .common import require_single_head
 from .enclose import ETA, EXP_REL, Interval, U, down, exp, mul_upper, up
+from .head_split import split_thresholds
 from .lowrank import eqke_meandiff, eqke_svd, qk_pieces
-from .per_head import per_head_thresholds
 from .subcubic import FINITE, _exp_up, count_certified, largest_certified, margin_up, search_pairs, side_margins_up
 
 __all__ = [
@@ -73,6 +83,9 @@ __all__ = [
     "EXACT_OUTPUTS",
     "NEAR_TOKENS",
     "REFINE_OUTPUTS",
+    "ATTENTION",
+    "EQKE_CUT",
+    "REFINE_PAIRS",
     "REFINE_TOP",
     "coupled_thresholds",
     "prove_coupled",
@@ -85,16 +98,34 @@ COST = (  # r, b, R, top: the options
 EXACT_OUTPUTS = 0  # r: the max token's r largest rivals (and the query's own output) kept exactly
 REFINE_OUTPUTS = 0  # R: rivals kept exactly in a second pass over the top max tokens (0: none)
 REFINE_TOP = 16  # how many max tokens, from the top, the second pass covers
+BLOCK_DEPTH = 3  # geometric token blocks of sizes 1, 2, 4, then everything below them as one block
+ATTENTION = ("band", "full", "keydir", "svd")  # the EQKE bounds, the default first
+EQKE_CUT = 6.0  # "band": far entries bounded once e^-cut below the row's lowest score at or above the query
+REFINE_PAIRS = 0  # P: the second pass keeps only the P pairs it gains most inputs on (0: every pair it raises)
 NEAR_TOKENS = 0  # b: tokens just below the threshold bounded one by one (little gain once blocks are used)
 
 
-def _row_tops(x: Interval, R: int, counter: FlopCounter) -> tuple[np.ndarray, np.ndarray]:
-    """Indices [r, R] and upper bounds [r, R] of the R largest entries (by hi) of each row of x,
-    largest first. Cost: a sort of each row, O(r·n·log n) comparisons."""
+def _row_tops(
+    x: Interval, R: int, counter: FlopCounter, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices [r, R] and upper bounds [r, R] of the R largest entries (by hi) of each row of x
+    (or only of ``rows``; the others hold index −1 and NaN, which no check passes), largest
+    first. The sort is the prover's; the verifier checks the list: sorted, and every entry not
+    in it at most its last. Cost: n − 1 comparisons per row."""
     hi = x.hi
-    idx = np.argsort(-hi, axis=1, kind="stable")[:, :R]
-    counter.add(hi.size * max(1, int(np.ceil(np.log2(max(hi.shape[1], 2))))), "sort")
-    return idx, np.take_along_axis(hi, idx, axis=1)
+    rows = np.arange(hi.shape[0]) if rows is None else rows
+    idx = np.full((hi.shape[0], R), -1, dtype=np.int64)
+    val = np.full((hi.shape[0], R), np.nan)
+    sub = hi[rows]
+    order = np.argsort(-sub, axis=1, kind="stable")[:, :R]
+    top = np.take_along_axis(sub, order, axis=1)
+    rest = sub.copy()
+    np.put_along_axis(rest, order, -np.inf, axis=1)
+    if not (np.all(top[:, :-1] >= top[:, 1:]) and np.all(rest.max(axis=1, initial=-np.inf) <= top[:, -1])):
+        raise AssertionError("a row's top entries failed their verification")
+    counter.add(rows.size * (hi.shape[1] - 1), "top entries")
+    idx[rows], val[rows] = order, top
+    return idx, val
 
 
 def _outside_max(
@@ -114,8 +145,11 @@ def _outside_max(
     if idx.shape[1] == 0:  # nothing stored: the side's maximum
         return side_max
     side = idx < m[:, None] if below else idx > m[:, None]
-    free = side & ~(idx[:, :, None] == excl[:, None, :]).any(axis=2)  # [p, R]
-    counter.add(free.size * (excl.shape[1] + 1), "compare")
+    # excluded outputs marked per row, then each stored entry looked up: O(R + c), not O(R·c)
+    marks = np.zeros((idx.shape[0], int(max(idx.max(initial=0), excl.max(initial=0))) + 1), dtype=bool)
+    marks[np.arange(idx.shape[0])[:, None], excl] = True
+    free = side & ~marks[np.arange(idx.shape[0])[:, None], np.maximum(idx, 0)]  # [p, R]
+    counter.add(2 * free.size + excl.size, "compare")
     first = np.argmax(free, axis=1)
     rows = np.arange(idx.shape[0])
     return np.where(free.any(axis=1), val[rows, first], np.minimum(val[:, -1], side_max))
@@ -131,11 +165,11 @@ def _side_maxima(hi: np.ndarray, counter: FlopCounter) -> tuple[np.ndarray, np.n
     return pre, suf
 
 
-def _sparse_table(x: np.ndarray, counter: FlopCounter) -> list[np.ndarray]:
-    """Levels [L][r, c]: level j holds max(x[:, t : t + 2^j]) at column t (t + 2^j <= c).
-    Cost O(r·c·log c) comparisons."""
+def _sparse_table(x: np.ndarray, counter: FlopCounter, depth: int | None = None) -> list[np.ndarray]:
+    """Levels [L][r, c]: level j holds max(x[:, t : t + 2^j]) at column t (t + 2^j <= c), for
+    j < ``depth`` (default: every level). Cost O(r·c·depth) comparisons."""
     levels = [x]
-    while (1 << len(levels)) <= x.shape[1]:
+    while (1 << len(levels)) <= x.shape[1] and (depth is None or len(levels) < depth):
         prev, h = levels[-1], 1 << (len(levels) - 1)
         nxt = np.maximum(prev[:, :-h], prev[:, h:])
         counter.add(nxt.size, "compare")
@@ -157,40 +191,83 @@ def _range_max(levels: list[np.ndarray], rows: np.ndarray, lo: np.ndarray, hi: n
     return out
 
 
+class _RowTables:
+    """Sparse tables (``_sparse_table``) of the rows of x [r, c], built row by row on demand:
+    ``levels`` as ``_sparse_table`` returns them, NaN in the rows not built (no check passes
+    on them)."""
+
+    def __init__(self, x: np.ndarray, depth: int | None = None):
+        self.x, self.depth = x, depth
+        self.built = np.zeros(x.shape[0], dtype=bool)
+        self.levels = [np.full((x.shape[0], lv.shape[1]), np.nan) for lv in _sparse_table(x[:0], FlopCounter(), depth)]
+
+    def build(self, rows: np.ndarray, counter: FlopCounter) -> None:
+        """Tables for ``rows`` not built yet, counted. Cost O(c·log c) per new row."""
+        new = np.unique(rows)
+        new = new[~self.built[new]]
+        if new.size:
+            for lv, part in zip(self.levels, _sparse_table(self.x[new], counter, self.depth), strict=True):
+                lv[new] = part
+            self.built[new] = True
+
+
 class _Blocks:
     """Sparse tables over the key token t for the geometric blocks of far tokens: the weight
     exp(EQKE_hi[q, t] − ref_q) [q, t], the value W[t, m] (worst output) [m, t], and EVOU's
     columns, hi [o, t] and −lo [m, t], for the value on one output o:
-    EVOU[t, o] − EVOU[t, m] <= max_{t∈B} EVOU_hi[t, o] − min_{t∈B} EVOU_lo[t, m]."""
+    EVOU[t, o] − EVOU[t, m] <= max_{t∈B} EVOU_hi[t, o] − min_{t∈B} EVOU_lo[t, m]. With
+    ``depth`` = L, the blocks of sizes 1, 2, .., 2^(L−1), then every token below them as one
+    block, bounded by the prefix maxima ``ens`` [q, t] of ew and ``NW`` [t, m] of W (the worst
+    output, on every column), computed here when not given."""
 
-    def __init__(self, ew: np.ndarray, W: np.ndarray, evou: Interval, counter: FlopCounter):
-        self.ew = _sparse_table(ew, counter)
-        self.w = _sparse_table(np.ascontiguousarray(W.T), counter)
-        self.evou = evou
-        self._columns: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    def __init__(
+        self,
+        ew: np.ndarray,
+        W: np.ndarray,
+        evou: Interval,
+        counter: FlopCounter,
+        depth: int | None = None,
+        prefix: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
+        self.depth = depth
+        self.ew = _sparse_table(ew, counter, depth)
+        self.w = _sparse_table(np.ascontiguousarray(W.T), counter, depth)
+        self.col_hi = _RowTables(np.ascontiguousarray(evou.hi.T), depth)  # [o, t]
+        self.neg_lo = _RowTables(np.ascontiguousarray(-evou.lo.T), depth)  # [m, t]
+        if prefix is None and depth is not None:
+            prefix = (np.maximum.accumulate(ew, axis=1), np.maximum.accumulate(W, axis=0))
+            counter.add(ew.size + W.size, "prefix max")
+        self.ens, self.nw = prefix if prefix is not None else (None, None)
 
-    def columns(self, counter: FlopCounter) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The tables of EVOU's columns (hi [o, t], −lo [m, t]), built (and counted) on first use:
-        only checks with candidate outputs read them."""
-        if self._columns is None:
-            self._columns = (
-                _sparse_table(np.ascontiguousarray(self.evou.hi.T), counter),
-                _sparse_table(np.ascontiguousarray(-self.evou.lo.T), counter),
-            )
-        return self._columns
+    def columns(self, outs: np.ndarray, ms: np.ndarray, counter: FlopCounter) -> None:
+        """Build (and count) the tables of EVOU's columns for the candidate outputs ``outs`` and
+        max tokens ``ms`` not built yet: only checks with candidate outputs read them, and only
+        those rows. A proof builds them before its search (so the search never builds, uncounted,
+        what the verification then reads)."""
+        self.col_hi.build(outs, counter)
+        self.neg_lo.build(ms, counter)
 
     def products(self, q: np.ndarray, m: np.ndarray, top: np.ndarray, cand: np.ndarray, counter: FlopCounter):
         """A [s, C + 1] >= max over tokens t <= top of (exp(EQKE[q, t] − ref_q)·value)⁺, the
         value EVOU[t, o] − EVOU[t, m] on candidate output o = cand[:, c] (column c) or on any
         output (last column), by blocks of tokens top, top−1..top−2, top−3..top−6, ... (sizes 1,
-        2, 4, ...), each bounded by its max weight times its max value. O(log n·(C + 1)) per pair."""
+        2, 4, ...; with ``depth`` L, the rest below the L-th as one block), each bounded by its max
+        weight times its max value. O(min(L, log n)·(C + 1)) per pair."""
         A = np.zeros((q.size, cand.shape[1] + 1))
-        col_hi, neg_lo = self.columns(counter) if cand.shape[1] else ([], [])
+        if cand.shape[1]:
+            self.columns(cand.ravel(), m, counter)
+        col_hi, neg_lo = self.col_hi.levels, self.neg_lo.levels
         j = 0
         while True:
             hi = top - ((1 << j) - 1)
             act = np.nonzero(hi >= 0)[0]
             if act.size == 0:
+                return A
+            if j == self.depth:  # every token <= hi as one block: prefix maxima, worst output
+                assert self.ens is not None and self.nw is not None
+                rest = up(self.ens[q[act], hi[act]] * self.nw[hi[act], m[act]], counter)
+                A[act] = np.maximum(A[act], np.maximum(rest, 0.0)[:, None])
+                counter.add(2 * rest.size + A[act].size, "blocks")
                 return A
             lo, hi = np.maximum(top[act] - ((1 << (j + 1)) - 2), 0), hi[act]
             wb = _range_max(self.ew, q[act], lo, hi)  # [a]
@@ -204,7 +281,7 @@ class _Blocks:
                 vb = vb[:, None]
             prod = mul_upper(np.zeros_like(vb), np.broadcast_to(wb[:, None], vb.shape), vb, counter)
             A[act] = np.maximum(A[act], np.maximum(prod, 0.0))
-            counter.add(2 * prod.size, "blocks")
+            counter.add(2 * prod.size + wb.size + vb.size, "blocks")  # the range maxima: one max each
             j += 1
 
 
@@ -244,34 +321,45 @@ def coupled_thresholds(
     *,
     exact_outputs: int = EXACT_OUTPUTS,
     near_tokens: int = NEAR_TOKENS,
-    attention: str = "full",
+    attention: str = ATTENTION[0],
     refine_outputs: int = REFINE_OUTPUTS,
     refine_top: int = REFINE_TOP,
+    refine_pairs: int = REFINE_PAIRS,
     strategy: str = "subcubic-coupled",
+    direct_offset: np.ndarray | None = None,
+    max_offset: np.ndarray | None = None,
 ) -> np.ndarray:
     """T [n_q, n_max]: per (q, m) with q <= m the largest certified threshold (−1: only the
     inputs whose free positions all hold m, −2: none), with ``exact_outputs`` = r (the max's r
     largest rivals and the query's own output checked one by one), ``near_tokens`` = b tokens
     bounded one by one and the EQKE bound ``attention`` ("full", "keydir" or "svd"); then, with
     ``refine_outputs`` = R > r, the pairs of the ``refine_top`` largest max tokens (most inputs)
-    not yet at T = m − 1 searched on upward with R rivals checked exactly. Cost in the module
-    docstring."""
+    not yet at T = m − 1 searched on upward with R rivals checked exactly. ``direct_offset``
+    [n_q, n_max] (floats, optional) is added to the direct term EUPU[q, o] − EUPU[q, m] of every
+    output o of pair (q, m), so the check certifies margin > offset (``maxk.proofs.head_split``);
+    ``max_offset`` [n_max, n_out] (optional, diagonal ignored) adds b[m, o] to it too, exactly
+    with a max copy's value EVOU[m, o] − EVOU[m, m] (and a query's equal to the max) and as its
+    column's maximum elsewhere.
+    Cost in the module docstring."""
     c = counter if counter is not None else FlopCounter()
     require_single_head(model, strategy)
     if exact_outputs < 0 or near_tokens < 0:
         raise MaxkError(f"exact_outputs and near_tokens must be >= 0, not {exact_outputs}, {near_tokens}")
-    if refine_outputs < 0 or refine_top < 0:
-        raise MaxkError(f"refine_outputs and refine_top must be >= 0, not {refine_outputs}, {refine_top}")
-    if attention not in ("full", "keydir", "svd"):
-        raise MaxkError(f"unknown EQKE bound {attention!r}: choose keydir, svd or full")
+    if refine_outputs < 0 or refine_top < 0 or refine_pairs < 0:
+        raise MaxkError(
+            "refine_outputs, refine_top and refine_pairs must be >= 0, not "
+            f"{refine_outputs}, {refine_top}, {refine_pairs}"
+        )
+    if attention not in ATTENTION:
+        raise MaxkError(f"unknown EQKE bound {attention!r}: choose one of {', '.join(ATTENTION)}")
     # every table as one float product chain with an a-priori rounding bound (maxk.proofs.chain)
     with np.errstate(all="ignore"):  # an overflow is refused below
         try:
-            tabs = head_tables(model, c)
+            tabs = head_tables(model, c, eqke_cut=EQKE_CUT if attention == "band" else None)
         except MaxkError as e:
             raise Refused(FINITE, str(e)) from e
     eqke, eqkp, evou, pvou, eupu = tabs.eqke, tabs.eqkp, tabs.evou, tabs.pvou, tabs.eupu
-    if attention != "full":  # a low-rank EQKE with an error term instead of the n×n product
+    if attention in ("keydir", "svd"):  # a low-rank EQKE with an error term instead of the n×n product
         pieces = qk_pieces(model, c)
         eqke = eqke_svd(pieces, 2, c) if attention == "svd" else eqke_meandiff(pieces, c, key_direction=True)
     for name, arr in (("EQKE", eqke.lo), ("EQKE", eqke.hi), ("EQKP", eqkp.lo), ("EQKP", eqkp.hi)):
@@ -279,6 +367,20 @@ def coupled_thresholds(
             raise Refused(FINITE, f"{name} enclosure is not finite")
     n = eqke.shape[0]
     cache: dict = {"value_bound": tabs.value_bound}  # the check's slack reads it
+    offsets = (("offset", direct_offset), ("max_offset", max_offset))
+    for key, off in offsets:  # maxk.proofs.head_split
+        if off is not None:
+            off = np.array(off, dtype=np.float64)
+            if off.shape != (n, n):
+                raise MaxkError(f"{key} must be [{n}, {n}], not {list(off.shape)}")
+            if key == "max_offset":
+                np.fill_diagonal(off, 0.0)
+            cache[key] = off
+    given = [cache[key] for key, _ in offsets if key in cache]
+    # the offsets add at most two plain-float operations to a value term (Dd + c + bs, col − bs),
+    # each erring by u·(2S + Σ|offset|) at most: S -> 4(S + Σ|offset|) in the slack covers them
+    if given:
+        cache["value_bound"] = 4.0 * (tabs.value_bound + sum(float(np.abs(o).max(initial=0.0)) for o in given))
     with np.errstate(all="ignore"):  # inf/NaN can only make a check fail
         T = _thresholds(eqke, eqkp, evou, pvou, eupu, exact_outputs, near_tokens, c, cache)
         if refine_outputs > exact_outputs and refine_top > 0:
@@ -286,10 +388,50 @@ def coupled_thresholds(
             pick = (ms >= n - refine_top) & (T[qs, ms] < ms - 1)
             qs, ms = qs[pick], ms[pick]
             if qs.size:
-                T[qs, ms] = _thresholds(
-                    eqke, eqkp, evou, pvou, eupu, refine_outputs, near_tokens, c, cache, (qs, ms), T[qs, ms]
-                )
+                tabs_ = (eqke, eqkp, evou, pvou, eupu)
+                _refine(tabs_, T, qs, ms, exact_outputs, refine_outputs, near_tokens, refine_pairs, c, cache)
     return T
+
+
+def _refine(tabs_, T: np.ndarray, qs, ms, r: int, R: int, b: int, P: int, counter: FlopCounter, cache: dict) -> None:
+    """The second pass, in place on T [n, n], over the candidate pairs (qs, ms) [p]. Which pairs
+    to refine, and with how many rivals, is the prover's choice: each pair is searched (on a copy
+    of the cache, its FLOPs dropped) with every rival count of the menu 1, 2, 4, ... below R and
+    R itself; a pair is given the fewest rivals that reach its best threshold, and the P pairs
+    (0: all) with the most inputs gained per unit of check, (rivals + 3), are kept. Those are then
+    set up, searched and verified, counted, one group per rival count."""
+    menu = sorted({1 << j for j in range(12) if r < 1 << j < R} | {R})
+    eqke, eqkp, evou, pvou, eupu = tabs_
+    k = eqkp.shape[1]
+    before = _pair_inputs(T[qs, ms], qs, ms, k)
+    found = {}
+    for x in menu:
+        found[x] = _thresholds(
+            eqke, eqkp, evou, pvou, eupu, x, b, FlopCounter(), copy.deepcopy(cache), (qs, ms), T[qs, ms]
+        )
+    best = found[R]
+    need = np.full(qs.size, R)
+    for x in reversed(menu):  # the fewest rivals that reach the best threshold
+        need = np.where(found[x] >= best, x, need)
+    gain = (_pair_inputs(best, qs, ms, k) - before) / (need + 3.0)
+    keep = np.nonzero(gain > 0)[0]
+    keep = keep[np.argsort(-gain[keep], kind="stable")]
+    if P:
+        keep = keep[:P]
+    for x in menu:
+        sel = keep[need[keep] == x]
+        if sel.size:
+            q, m = qs[sel], ms[sel]
+            T[q, m] = _thresholds(eqke, eqkp, evou, pvou, eupu, x, b, counter, cache, (q, m), T[q, m])
+
+
+def _pair_inputs(T: np.ndarray, q: np.ndarray, m: np.ndarray, k: int) -> np.ndarray:
+    """[p] the number of uniform inputs with query q, max m and every non-max token <= T (0 for
+    T < −1), as floats: (T + 2)^(k−1) − (T + 1)^(k−1) if q < m, (T + 2)^(k−1) if q = m. Used
+    only to choose which pairs to refine (any choice is sound). O(1) per pair."""
+    a = np.maximum(T, -1).astype(np.float64) + 1.0
+    f = k - 1
+    return np.where(T < -1, 0.0, np.where(q == m, (a + 1.0) ** f, (a + 1.0) ** f - a**f))
 
 
 def _thresholds(
@@ -311,8 +453,18 @@ def _thresholds(
     qs, ms = np.nonzero(np.triu(np.ones((n, n), dtype=bool))) if pairs is None else pairs
     R = min(r + 3, n)  # stored tops per row: enough for r + 1 candidates, m and one more
     empty = np.zeros((n, 0), dtype=np.int64)
-    ev_i, ev_v = once(("evtops", R), lambda: _row_tops(evou, R, counter)) if r else (empty, empty.astype(float))
-    eu_i, eu_v = once(("eutops", R), lambda: _row_tops(eupu, R, counter)) if r else (empty, empty.astype(float))
+    # the rows' top entries, for the rows these pairs read only (every row when all pairs are)
+    ev_rows, eu_rows = (None, None) if pairs is None else (np.unique(np.concatenate([qs, ms])), np.unique(qs))
+    ev_i, ev_v = (
+        once(("evtops", R, pairs is None), lambda: _row_tops(evou, R, counter, ev_rows))
+        if r
+        else (empty, empty.astype(float))
+    )
+    eu_i, eu_v = (
+        once(("eutops", R, pairs is None), lambda: _row_tops(eupu, R, counter, eu_rows))
+        if r
+        else (empty, empty.astype(float))
+    )
     # candidate outputs per pair: the query's largest EVOU output and the r largest of EVOU[m]
     # (duplicates change nothing; one equal to m is skipped)
     cand = np.concatenate([ev_i[qs, : min(r, 1)], ev_i[ms, :r]], axis=1)  # [p, C]
@@ -341,8 +493,29 @@ def _thresholds(
     ev_sides = once("ev_sides", lambda: _side_maxima(evou.hi, counter))
     eu_sides = once("eu_sides", lambda: _side_maxima(eupu.hi, counter))
     Dd = column(eupu, qs, (eu_i, eu_v), eu_sides)  # direct path
+    if "offset" in cache:  # a per-pair offset of the direct term (plain float: the slack covers it)
+        Dd = Dd + cache["offset"][qs, ms][:, None]
+        counter.add(Dd.size, "value diffs")
     Vq = column(evou, qs, (ev_i, ev_v), ev_sides)  # the query's value
     Vm = column(evou, ms, (ev_i, ev_v), ev_sides)  # a max copy's value
+
+    def shifted(key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The offset cache[key] [row, o] (maxk.proofs.head_split) added exactly to the value term
+        of the token ``rows`` stands for: that term's column [p, U] for EVOU + offset, minus the
+        offset's column maxima bs [p, U], which every term gets (Dd + bs)."""
+        off = cache[key]
+        pre, suf = once((key, "sides"), lambda: _side_maxima(off, counter))
+        bs = np.concatenate([np.take_along_axis(off[rows], cand, axis=1), pre[rows, ms, None], suf[rows, ms, None]], 1)
+        # hi: EVOU + offset rounded up; lo: EVOU's (only lo[row, m] is read)
+        ev = once((key, "evou"), lambda: Interval(evou.lo, up(evou.hi + off, counter)))
+        tops = once((key, R, pairs is None), lambda: _row_tops(ev, R, counter, ev_rows)) if r else (empty, empty)
+        counter.add(3 * bs.size, "value diffs")
+        return column(ev, rows, tops, once((key, "ev sides"), lambda: _side_maxima(ev.hi, counter))) - bs, bs
+
+    if "max_offset" in cache:  # b[m, o]: exact on a max copy and on a query equal to the max
+        Vm, bs = shifted("max_offset", ms)
+        Dd = Dd + bs
+        Vq = np.where((qs == ms)[:, None], Vm, Vq)
     # PVOU: exact on the candidates, its side maximum on the outside columns
     pc = minus(pvou.hi[:, cand].transpose(1, 0, 2), pvou.lo[:, ms].T[:, :, None])  # [p, k, C]
     Pd = np.concatenate([pc, Pv[0][:, ms].T[:, :, None], Pv[1][:, ms].T[:, :, None]], axis=2)  # [p, k, U]
@@ -360,9 +533,12 @@ def _thresholds(
         ens = np.maximum.accumulate(ew, axis=1)
         NW = np.maximum.accumulate(W, axis=0)  # [T, m]
         counter.add(ens.size + NW.size, "prefix max")
-        return NW, ens, _exp_up(eqkp.hi[:, :f], counter), _Blocks(ew, W, evou, counter), ew
+        blocks = _Blocks(ew, W, evou, counter, BLOCK_DEPTH, (ens, NW))
+        return NW, ens, _exp_up(eqkp.hi[:, :f], counter), blocks, ew
 
     NW, ens, epi, blocks, ew = once("prefix", prefix)  # ens [q, T], epi [q, i]
+    if cand.shape[1]:  # the EVOU column tables the blocks read, built before the search
+        blocks.columns(cand.ravel(), ms, counter)
     ep = once("ep", lambda: exp(eqkp, counter))  # [q, i] exp(EQKP), enclosed once
 
     def weights(q: np.ndarray, t: np.ndarray, i: np.ndarray | int) -> Interval:
@@ -381,7 +557,8 @@ def _thresholds(
     # ens[q, m]·max_i exp(EQKP[q, i]), which bounds a max copy's and every non-max token's
     # (ens is nondecreasing in T <= m − 1)
     unit = once(("slack", b), lambda: _check_slack(cache["value_bound"], f, b, counter))
-    wq = weights(qs, qs, f)  # [p]
+    wq_q = once("wq", lambda: weights(np.arange(n), np.arange(n), f))  # [n]: the query's weight, per q
+    wq = Interval(wq_q.lo[qs], wq_q.hi[qs])  # [p]
     xq = Dd + Vq + Pd[:, f]
     qterm = np.where(xq >= 0, wq.hi[:, None], wq.lo[:, None]) * xq  # [p, U]
     counter.add(4 * xq.size, "setup")
@@ -415,16 +592,15 @@ def _thresholds(
         far = T - b  # tokens <= far by the prefix maxima of weight and value
         fc = np.maximum(far, 0)
         top = ens[q, fc]  # [s]: the largest weight over t <= far (without exp(EQKP))
-        ehi = top[:, None] * epi[q]  # [s, f]
-        xn = NW[fc, m][:, None, None] + yp  # [s, f, U]
-        pf = np.maximum(ehi[..., None] * xn, 0.0)  # w (v + y) <= (max w)·(max v + y)⁺
-        # the same tokens by geometric blocks: w_t (v_t + y) <= epi_i (A + w_top y⁺) with
+        # tokens <= far by geometric blocks: w_t (v_t + y) <= epi_i (A + w_top y⁺) with
         # A = max over blocks of (block max weight · block max value)⁺, w_top = ens[q, far]
+        # (the prefix bound (max w)·(max v + y)⁺ of ``subcubic`` was never smaller on trained
+        # models, measured, and cost a third of the check)
         A = blocks.products(q, m, fc, cand[sel], counter)  # [s, C + 1]: any output in the last column
         A = np.concatenate([A, A[:, -1:]], axis=1)  # [s, U]
         pb = epi[q][..., None] * (A[:, None, :] + top[:, None, None] * np.maximum(yp, 0.0))
-        pos = np.where((far >= 0)[:, None, None], np.minimum(pf, pb), -np.inf)
-        counter.add(ehi.size + 10 * yp.size, "check")
+        pos = np.where((far >= 0)[:, None, None], pb, -np.inf)
+        counter.add(6 * yp.size, "check")
         for j in range(b):  # one near token t = T − j
             t = np.maximum(T - j, 0)
             # its value: exact on the candidates, its worst output over all o != m elsewhere
@@ -468,15 +644,16 @@ def prove_coupled(
     counter: FlopCounter,
     exact_outputs: int = EXACT_OUTPUTS,
     near_tokens: int = NEAR_TOKENS,
-    attention: str = "full",
+    attention: str = ATTENTION[0],
     refine_outputs: int = REFINE_OUTPUTS,
     refine_top: int = REFINE_TOP,
+    refine_pairs: int = REFINE_PAIRS,
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     d = resolve(dist, model.cfg.n, model.cfg.k)
-    T = per_head_thresholds(
+    T = split_thresholds(
         model,
-        lambda m: coupled_thresholds(
+        lambda m, off, b: coupled_thresholds(
             m,
             counter,
             exact_outputs=exact_outputs,
@@ -484,6 +661,10 @@ def prove_coupled(
             attention=attention,
             refine_outputs=refine_outputs,
             refine_top=refine_top,
+            refine_pairs=refine_pairs,
+            direct_offset=off,
+            max_offset=b,
         ),
+        counter,
     )
     return count_certified(T, model.cfg.k, d)
