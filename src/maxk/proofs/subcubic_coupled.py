@@ -128,6 +128,26 @@ def _row_tops(
     return idx, val
 
 
+def _cached_tops(
+    cache: dict, name, x: Interval, R: int, rows: np.ndarray | None, counter: FlopCounter
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_row_tops(x, R, counter, rows)`` kept in ``cache`` across calls: the rows a call reads
+    (``rows``; None: every row) that no earlier call built are built (and counted) now, so a call
+    never reads a row another call's pairs left unbuilt. Cost: ``_row_tops``'s on the new rows."""
+    n = x.hi.shape[0]
+    key = (name, R)
+    if key not in cache:
+        cache[key] = (np.full((n, R), -1, dtype=np.int64), np.full((n, R), np.nan), np.zeros(n, dtype=bool))
+    idx, val, built = cache[key]
+    want = np.arange(n) if rows is None else np.unique(rows)
+    new = want[~built[want]]
+    if new.size:
+        i, v = _row_tops(x, R, counter, new)
+        idx[new], val[new] = i[new], v[new]
+        built[new] = True
+    return idx, val
+
+
 def _outside_max(
     idx: np.ndarray,
     val: np.ndarray,
@@ -455,16 +475,8 @@ def _thresholds(
     empty = np.zeros((n, 0), dtype=np.int64)
     # the rows' top entries, for the rows these pairs read only (every row when all pairs are)
     ev_rows, eu_rows = (None, None) if pairs is None else (np.unique(np.concatenate([qs, ms])), np.unique(qs))
-    ev_i, ev_v = (
-        once(("evtops", R, pairs is None), lambda: _row_tops(evou, R, counter, ev_rows))
-        if r
-        else (empty, empty.astype(float))
-    )
-    eu_i, eu_v = (
-        once(("eutops", R, pairs is None), lambda: _row_tops(eupu, R, counter, eu_rows))
-        if r
-        else (empty, empty.astype(float))
-    )
+    ev_i, ev_v = _cached_tops(cache, "evtops", evou, R, ev_rows, counter) if r else (empty, empty.astype(float))
+    eu_i, eu_v = _cached_tops(cache, "eutops", eupu, R, eu_rows, counter) if r else (empty, empty.astype(float))
     # candidate outputs per pair: the query's largest EVOU output and the r largest of EVOU[m]
     # (duplicates change nothing; one equal to m is skipped)
     cand = np.concatenate([ev_i[qs, : min(r, 1)], ev_i[ms, :r]], axis=1)  # [p, C]
@@ -508,7 +520,7 @@ def _thresholds(
         bs = np.concatenate([np.take_along_axis(off[rows], cand, axis=1), pre[rows, ms, None], suf[rows, ms, None]], 1)
         # hi: EVOU + offset rounded up; lo: EVOU's (only lo[row, m] is read)
         ev = once((key, "evou"), lambda: Interval(evou.lo, up(evou.hi + off, counter)))
-        tops = once((key, R, pairs is None), lambda: _row_tops(ev, R, counter, ev_rows)) if r else (empty, empty)
+        tops = _cached_tops(cache, (key, "tops"), ev, R, ev_rows, counter) if r else (empty, empty)
         counter.add(3 * bs.size, "value diffs")
         return column(ev, rows, tops, once((key, "ev sides"), lambda: _side_maxima(ev.hi, counter))) - bs, bs
 
