@@ -452,25 +452,26 @@ def certified_sets(
     lWany = dy.levels(np.broadcast_to(W[:f].min(axis=0), (nq, n)), sets.rest, c)  # [nq, blocks]: min over j too
     c.add(f * n, "compare")
 
-    def block_any(aq, tt, w_lo, w_hi, level: int, blk: np.ndarray) -> np.ndarray:
-        """A lower bound [L] of T(t, j, o) for every free position j over block ``blk`` (as
-        ``block_terms``, with the weights' least lower end w_lo and largest upper end w_hi [L]
-        and W's min over j): O(1) per block, and below each of ``block_terms``' values (every
-        step is monotone, and the product takes w_lo for a nonnegative sum, w_hi otherwise)."""
-        DR_, VR_, WR_ = lD[level][aq, blk], lV[level][tt, blk], lWany[level][aq, blk]
+    def block_bound(DR_, VR_, WR_, w_lo, w_hi) -> np.ndarray:
+        """mul_lower(w, D + V + W) from a block's lower bounds of the three terms (+inf for a
+        block without outputs there: no constraint)."""
         empty = ~(np.isfinite(DR_) & np.isfinite(VR_) & np.isfinite(WR_))
         with np.errstate(invalid="ignore", over="ignore"):  # empty blocks only, replaced below
             T = mul_lower(w_lo, w_hi, sum_lower([DR_, VR_, WR_], c), c)
         return np.where(empty, np.inf, T)
 
+    def block_any(aq, tt, w_lo, w_hi, level: int, blk: np.ndarray) -> np.ndarray:
+        """A lower bound [L] of T(t, j, o) for every free position j over block ``blk`` (as
+        ``block_terms``, with the weights' least lower end w_lo and largest upper end w_hi [L]
+        and W's min over j): O(1) per block, and below each of ``block_terms``' values (every
+        step is monotone, and the product takes w_lo for a nonnegative sum, w_hi otherwise)."""
+        return block_bound(lD[level][aq, blk], lV[level][tt, blk], lWany[level][aq, blk], w_lo, w_hi)
+
     def block_terms(aq: np.ndarray, tt: np.ndarray, level: int, blk: np.ndarray) -> np.ndarray:
         """Lower bounds [L, f] of T(t, j, o) over block ``blk`` of ``level`` outside the exact
         sets of (q, t) = (aq, tt) [L] (+inf for a block without such outputs)."""
         DR_, VR_, WR_ = lD[level][aq, blk][:, None], lV[level][tt, blk][:, None], lW[level][aq, :, blk]
-        empty = ~(np.isfinite(DR_) & np.isfinite(VR_) & np.isfinite(WR_))
-        with np.errstate(invalid="ignore", over="ignore"):  # empty blocks only, replaced below
-            T = mul_lower(wt.lo[aq, tt], wt.hi[aq, tt], sum_lower([DR_, VR_, WR_], c), c)
-        return np.where(empty, np.inf, T)
+        return block_bound(DR_, VR_, WR_, wt.lo[aq, tt], wt.hi[aq, tt])
 
     def tier_bits(fails: np.ndarray) -> np.ndarray:
         """[F, B] bool -> [F] int64 with bit i set where tier i is marked."""

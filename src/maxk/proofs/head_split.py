@@ -39,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..circuits import circuit_tables
+from ..circuits import CircuitTables, circuit_tables
 from ..flops import FlopCounter
 from ..model import MaxKTransformer
 from .per_head import head_views
@@ -72,10 +72,9 @@ def exact_split(offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def _offset_bound(view: MaxKTransformer) -> float:
+def _offset_bound(tab: CircuitTables) -> float:
     """B >= |Δ_h(o)| for every input and output of a one-head view (float estimate, search only):
     2·(max|EUPU| + max|EVOU| + max|PVOU|) over its circuit tables."""
-    tab = circuit_tables(view)
     return 2.0 * float(sum(np.abs(np.asarray(x)).max() for x in (tab.eupu, tab.evou, tab.pvou)))
 
 
@@ -93,27 +92,28 @@ def split_thresholds(
         views = head_views(model)
     n, H = model.cfg.n, len(views)
     with counter.uncounted():
-        b = exact_split(_max_offsets(views))  # [H, n_max, n_out]
-        c = exact_split(_search(views, lambda v, o, h: thresholds(v, o, b[h]), n, steps))  # [H, n_q, n_max]
+        tabs = [circuit_tables(v) for v in views]
+        b = exact_split(_max_offsets(tabs))  # [H, n_max, n_out]
+        B = max(_offset_bound(t) for t in tabs)
+        c = exact_split(_search(views, lambda v, o, h: thresholds(v, o, b[h]), n, steps, B))  # [H, n_q, n_max]
     counter.add(2 * 2 * H * n * n, "offset sums")  # the verifier's check that both sum to 0 per entry
     return np.minimum.reduce([thresholds(v, c[h], b[h]) for h, v in enumerate(views)])
 
 
-def _max_offsets(views: list[MaxKTransformer]) -> np.ndarray:
-    """b [H, n_max, n_out] from the views' EVOU_h (float, search side; any values are sound):
-    b_h[m, o] = g_h[m, o] − mean_h' g_h'[m, o] with g_h[m, o] = EVOU_h[m, m] − EVOU_h[m, o], so
-    that a max copy's value term is the heads' mean in every view. Cost O(H·n²)."""
-    ev = np.stack([np.asarray(circuit_tables(v).evou[0]) for v in views])  # [H, n, n]
+def _max_offsets(tabs: list[CircuitTables]) -> np.ndarray:
+    """b [H, n_max, n_out] from the views' EVOU_h (their circuit tables; float, search side; any
+    values are sound): b_h[m, o] = g_h[m, o] − mean_h' g_h'[m, o] with g_h[m, o] = EVOU_h[m, m] −
+    EVOU_h[m, o], so that a max copy's value term is the heads' mean in every view. Cost O(H·n²)."""
+    ev = np.stack([np.asarray(t.evou[0]) for t in tabs])  # [H, n, n]
     g = np.diagonal(ev, axis1=1, axis2=2)[:, :, None] - ev
     return g - g.mean(axis=0, keepdims=True)
 
 
-def _search(views: list[MaxKTransformer], thresholds, n: int, steps: int) -> np.ndarray:
+def _search(views: list[MaxKTransformer], thresholds, n: int, steps: int, B: float) -> np.ndarray:
     """Offsets c [H, n, n] (module docstring): per pair the largest τ found with Σ_h O_h(τ) >= 0
-    (the grid, then a binary search), and c_h = O_h(τ) − Σ O(τ)/H there."""
+    (the grid, then a binary search), and c_h = O_h(τ) − Σ O(τ)/H there; B >= every |Δ_h|."""
     H = len(views)
     qs, ms = np.triu_indices(n)
-    B = max(_offset_bound(v) for v in views)
     if not np.isfinite(B) or B <= 0:  # nothing to share out: the equal split
         return np.zeros((H, n, n))
 

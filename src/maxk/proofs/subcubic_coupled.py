@@ -128,6 +128,26 @@ def _row_tops(
     return idx, val
 
 
+class _RowCache:
+    """Arrays [n_rows, ...] whose rows are computed when a caller first asks for them, once each
+    (the rows not built keep their fill value, which no check passes: −1 indices, NaN values)."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.built = np.zeros(arrays[0].shape[0], dtype=bool)
+
+    def build(self, rows: np.ndarray, make) -> list[np.ndarray]:
+        """The arrays with ``rows`` built: ``make(new)`` gives, per array, the rows ``new`` (the
+        asked-for rows not built yet; it counts its own FLOPs). Cost: ``make``'s on the new rows."""
+        new = np.unique(rows)
+        new = new[~self.built[new]]
+        if new.size:
+            for arr, part in zip(self.arrays, make(new), strict=True):
+                arr[new] = part
+            self.built[new] = True
+        return self.arrays
+
+
 def _cached_tops(
     cache: dict, name, x: Interval, R: int, rows: np.ndarray | None, counter: FlopCounter
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -137,14 +157,9 @@ def _cached_tops(
     n = x.hi.shape[0]
     key = (name, R)
     if key not in cache:
-        cache[key] = (np.full((n, R), -1, dtype=np.int64), np.full((n, R), np.nan), np.zeros(n, dtype=bool))
-    idx, val, built = cache[key]
-    want = np.arange(n) if rows is None else np.unique(rows)
-    new = want[~built[want]]
-    if new.size:
-        i, v = _row_tops(x, R, counter, new)
-        idx[new], val[new] = i[new], v[new]
-        built[new] = True
+        cache[key] = _RowCache([np.full((n, R), -1, dtype=np.int64), np.full((n, R), np.nan)])
+    want = np.arange(n) if rows is None else rows
+    idx, val = cache[key].build(want, lambda new: [a[new] for a in _row_tops(x, R, counter, new)])
     return idx, val
 
 
@@ -212,23 +227,18 @@ def _range_max(levels: list[np.ndarray], rows: np.ndarray, lo: np.ndarray, hi: n
 
 
 class _RowTables:
-    """Sparse tables (``_sparse_table``) of the rows of x [r, c], built row by row on demand:
-    ``levels`` as ``_sparse_table`` returns them, NaN in the rows not built (no check passes
-    on them)."""
+    """Sparse tables (``_sparse_table``) of the rows of x [r, c], built row by row on demand
+    (``_RowCache``): ``levels`` as ``_sparse_table`` returns them, NaN in the rows not built."""
 
     def __init__(self, x: np.ndarray, depth: int | None = None):
         self.x, self.depth = x, depth
-        self.built = np.zeros(x.shape[0], dtype=bool)
-        self.levels = [np.full((x.shape[0], lv.shape[1]), np.nan) for lv in _sparse_table(x[:0], FlopCounter(), depth)]
+        shapes = [lv.shape[1] for lv in _sparse_table(x[:0], FlopCounter(), depth)]
+        self.rows = _RowCache([np.full((x.shape[0], w), np.nan) for w in shapes])
+        self.levels = self.rows.arrays
 
     def build(self, rows: np.ndarray, counter: FlopCounter) -> None:
         """Tables for ``rows`` not built yet, counted. Cost O(c·log c) per new row."""
-        new = np.unique(rows)
-        new = new[~self.built[new]]
-        if new.size:
-            for lv, part in zip(self.levels, _sparse_table(self.x[new], counter, self.depth), strict=True):
-                lv[new] = part
-            self.built[new] = True
+        self.rows.build(rows, lambda new: _sparse_table(self.x[new], counter, self.depth))
 
 
 class _Blocks:
