@@ -432,8 +432,8 @@ def _refine(tabs_, T: np.ndarray, qs, ms, r: int, R: int, b: int, P: int, counte
     set up, searched and verified, counted, one group per rival count."""
     menu = sorted({1 << j for j in range(12) if r < 1 << j < R} | {R})
     eqke, eqkp, evou, pvou, eupu = tabs_
-    k = eqkp.shape[1]
-    before = _pair_inputs(T[qs, ms], qs, ms, k)
+    n, k = eqkp.shape
+    before = _pair_inputs(T[qs, ms], qs, ms, n, k)
     found = {}
     for x in menu:
         found[x] = _thresholds(
@@ -443,7 +443,7 @@ def _refine(tabs_, T: np.ndarray, qs, ms, r: int, R: int, b: int, P: int, counte
     need = np.full(qs.size, R)
     for x in reversed(menu):  # the fewest rivals that reach the best threshold
         need = np.where(found[x] >= best, x, need)
-    gain = (_pair_inputs(best, qs, ms, k) - before) / (need + 3.0)
+    gain = (_pair_inputs(best, qs, ms, n, k) - before) / (need + 3.0)
     keep = np.nonzero(gain > 0)[0]
     keep = keep[np.argsort(-gain[keep], kind="stable")]
     if P:
@@ -455,13 +455,13 @@ def _refine(tabs_, T: np.ndarray, qs, ms, r: int, R: int, b: int, P: int, counte
             T[q, m] = _thresholds(eqke, eqkp, evou, pvou, eupu, x, b, counter, cache, (q, m), T[q, m])
 
 
-def _pair_inputs(T: np.ndarray, q: np.ndarray, m: np.ndarray, k: int) -> np.ndarray:
+def _pair_inputs(T: np.ndarray, q: np.ndarray, m: np.ndarray, n: int, k: int) -> np.ndarray:
     """[p] the number of uniform inputs with query q, max m and every non-max token <= T (0 for
-    T < −1), as floats: (T + 2)^(k−1) − (T + 1)^(k−1) if q < m, (T + 2)^(k−1) if q = m. Used
-    only to choose which pairs to refine (any choice is sound). O(1) per pair."""
-    a = np.maximum(T, -1).astype(np.float64) + 1.0
-    f = k - 1
-    return np.where(T < -1, 0.0, np.where(q == m, (a + 1.0) ** f, (a + 1.0) ** f - a**f))
+    T < −1), from the distribution kernel (``count_below``), as floats. Used only to choose which
+    pairs to refine (any choice is sound). O(1) per pair."""
+    d = resolve("uniform", n, k)
+    counts = [d.count_below(k, int(b), int(a), int(t)) if t >= -1 else 0 for a, b, t in zip(q, m, T, strict=True)]
+    return np.array(counts, dtype=np.float64)
 
 
 def _thresholds(
