@@ -1,15 +1,21 @@
-"""The cubic proof's partial stage and its options: every (exact_outputs, exact_budget) certifies
-only correct inputs, counts them exactly, and more exact work never lowers the bound."""
+"""The cubic proof's partial stage and its options: every (exact_outputs, exact_budget,
+recheck_share) certifies only correct inputs, counts them exactly, more exact work never lowers
+the bound, and the recheck pool keeps the rechecks' FLOPs within its share."""
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from maxk.checkpoint import load
 from maxk.errors import MaxkError
+from maxk.flops import FlopCounter
 from maxk.proofs import cubic
-from maxk.proofs.cubic import cubic_certified
+from maxk.proofs.cubic import RecheckPool, certified_sets, cubic_certified
 from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import prove
 
@@ -47,6 +53,66 @@ def test_more_exact_work_never_lowers_the_bound(noise):
         assert counts == sorted(counts) and counts[-1] == full
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(3, 9),
+    k=st.integers(2, 4),
+    seed=st.integers(0, 10**6),
+    noise=st.sampled_from([0.0, 0.05, 0.2]),
+    adv=st.integers(-1, 1),
+    share=st.sampled_from([0.0, 0.002, 0.02, 0.12]),
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
+def test_recheck_pools_certify_only_correct_inputs(n, k, seed, noise, adv, share, dist):
+    """One pool shared by every max token (a fresh counter each, as the enumeration helper
+    gives): every covered input is correct, the count is their number, and the rechecks spent
+    at most share·core plus the dearest chunk."""
+    if dist == "distinct" and k > n:
+        return
+    model = max_like_model(n, k, seed, noise) if seed % 3 else random_model(n=n, k=k, seed=seed, d_model=6, d_head=3)
+    if adv >= 0:
+        model = adversarial(model, adv)
+    pool = RecheckPool(share)
+    assert_covers_only_correct(model, enclosed_tables(model), dist, pool=pool)
+    assert pool.spent <= share * pool.core + pool.largest
+    assert pool.core > 0
+
+
+def test_recheck_share_zero_is_no_recheck():
+    """beta = 0 allows no recheck: the count and FLOPs of exact_budget = 0 without a pool."""
+    tab = enclosed_tables(load("default"))
+    c0, c1 = FlopCounter(), FlopCounter()
+    assert cubic_certified(tab, counter=c0, exact_budget=0, recheck_share=-1) == cubic_certified(
+        tab, counter=c1, recheck_share=0
+    )
+    assert c0.total == c1.total
+
+
+@pytest.mark.parametrize("dist", ["uniform", "distinct"])
+def test_recheck_shares_lie_between_none_and_every_recheck(dist):
+    """On the shipped model (rechecks worth ~0.6% of the FLOPs): any share certifies at least
+    what no recheck does and at most what every recheck does, a small share binds and spends at
+    most share·core plus its dearest chunk, and the default share certifies what every recheck
+    does."""
+    tab = enclosed_tables(load("default"))
+    none_ = cubic_certified(tab, dist, recheck_share=0)
+    every = cubic_certified(tab, dist, recheck_share=-1)
+    assert none_ < every
+    for share in (1e-4, 1e-3, cubic.RECHECK_SHARE):
+        pool, c = RecheckPool(share), FlopCounter()
+        pool.attach(c)
+        count = sum(certified_sets(tab, m, dist, c, pool=pool).count(c) for m in range(tab.n))
+        pool.settle(False)  # the last counts are core
+        assert pool.spent + pool.core == c.total
+        assert pool.spent <= share * pool.core + pool.largest
+        assert none_ <= count <= every
+        if share < 0.01:
+            assert count < every and pool.spent > 0  # the pool binds
+        else:
+            assert count == every
+    assert cubic_certified(tab, dist) == every
+
+
 def test_query_blocks_give_the_same_count(monkeypatch):
     model = adversarial(max_like_model(10, 4, 2, 0.05), 0)
     want = cubic_certified(model)
@@ -79,3 +145,25 @@ def test_every_frontier_point_is_sound(n, k, seed, noise):
             if name in ("brute",):
                 continue
             assert prove(model, name, dist, **options).certified <= correct, (name, options)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6), nq=st.integers(1, 3), m=st.integers(1, 5), f=st.integers(1, 3))
+def test_mixture_gains_count_the_tuples_a_lowered_bucket_adds(seed, nq, m, f):
+    """The mixture recheck priority: for case (q, cc, t), cc·ways times the (cc-1)-tuples of
+    tokens (repeats allowed, buckets as they are) whose bucket sum is below K - floor_t and not
+    below K - bucket_t, by enumeration; 0 for cases not eligible."""
+    K = cubic.MIX_BUCKETS
+    rng = np.random.default_rng(seed)
+    bucket = rng.integers(0, K + 1, (nq, f, m))
+    floor = np.minimum(bucket, rng.integers(0, K + 1, (nq, f, m)))
+    eligible = rng.random((nq, f, m)) < 0.7
+    ways = rng.integers(1, 4, (nq, f)).astype(float)
+    got = cubic._mixture_gains(bucket, floor, eligible, ways)
+    for q, cc_, t in itertools.product(range(nq), range(f), range(m)):
+        want = 0.0
+        if eligible[q, cc_, t]:
+            sums = [sum(int(bucket[q, cc_, s]) for s in rest) for rest in itertools.product(range(m), repeat=cc_)]
+            fits = sum(K - int(bucket[q, cc_, t]) <= x < K - int(floor[q, cc_, t]) for x in sums)
+            want = (cc_ + 1) * ways[q, cc_] * fits
+        assert got[q, cc_, t] == want

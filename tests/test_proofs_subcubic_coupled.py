@@ -22,6 +22,7 @@ from maxk.proofs.subcubic import count_certified, margin_up, search_pairs, subcu
 from maxk.proofs.subcubic_losses import COUPLING, EXACT, LADDER, TERMS, coupling_study, loss_ladder, threshold_counts
 
 from .helpers import max_like_model, random_model
+from .test_proofs_soundness import adversarial
 from .test_proofs_subcubic import _attention_model, covered_are_correct, trained_and_noised_small_models
 
 
@@ -328,3 +329,155 @@ def test_coupling_study_only_tightens_and_stays_below_the_correct_count():
 def test_study_refuses_other_strategies():
     with pytest.raises(MaxkError, match="loss_ladder studies"):
         loss_ladder(max_like_model(6, 3, 0, 0.0), "cubic")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.tuples(st.integers(3, 12), st.integers(2, 4)),  # n, k
+    seed=st.integers(0, 10**6),
+    model_kind=st.tuples(st.sampled_from(["random", "attention", "max_like"]), st.sampled_from([0.0, 0.05, 0.3])),
+    refine=st.tuples(st.integers(0, 1), st.integers(1, 9), st.integers(1, 12)),  # r, R, top
+    extra=st.floats(-0.2, 1.5),  # the budget beyond the first pass's FLOPs, as a fraction of them
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
+def test_the_budgeted_pass_is_sound_and_stays_within_its_budget(size, seed, model_kind, refine, extra, dist):
+    """``flop_budget``: the second pass covers only correct inputs, never lowers a threshold,
+    leaves the max tokens outside the top alone, and the whole proof counts at most the budget
+    (or the first pass's FLOPs alone, when the budget leaves nothing)."""
+    model, dist = _drawn_model(size, seed, model_kind, dist, 9)
+    n, (r, R, top) = size[0], refine
+    c0, c1 = FlopCounter(), FlopCounter()
+    base = C.coupled_thresholds(model, c0, exact_outputs=r)
+    budget = max(round(c0.total * (1 + extra)), 1)
+    T = C.coupled_thresholds(model, c1, exact_outputs=r, refine_outputs=R, refine_top=top, flop_budget=budget)
+    assert np.all(T >= base)
+    assert np.array_equal(T[:, : max(n - top, 0)], base[:, : max(n - top, 0)])
+    assert c1.total <= max(budget, c0.total)
+    if budget <= c0.total:
+        assert np.array_equal(T, base) and c1.total == c0.total
+    _check_covered_correct(model, T, dist)
+
+
+def test_a_larger_budget_certifies_more_and_the_pass_spends_what_it_is_given():
+    """On a noised max-like model: each budget is kept, the bound rises with it (the hull's steps
+    taken in order), and a budget past the whole pass's cost certifies what the whole pass does."""
+    model = max_like_model(14, 4, 1, 0.05)
+    c0, call = FlopCounter(), FlopCounter()
+    base = count_certified(C.coupled_thresholds(model, c0), 4, "uniform")
+    whole = count_certified(C.coupled_thresholds(model, call, refine_outputs=4, refine_top=14), 4, "uniform")
+    counts = []
+    for extra in (0.02, 0.05, 0.1, 0.2, 0.4, 0.8):
+        c = FlopCounter()
+        budget = round(c0.total * (1 + extra))
+        T = C.coupled_thresholds(model, c, refine_outputs=4, refine_top=14, flop_budget=budget)
+        assert c0.total <= c.total <= budget
+        counts.append(count_certified(T, 4, "uniform"))
+    assert counts == sorted(counts) and base < counts[-1] <= whole
+    big = C.coupled_thresholds(model, refine_outputs=4, refine_top=14, flop_budget=10 * call.total)
+    assert count_certified(big, 4, "uniform") == whole
+    with pytest.raises(MaxkError, match="flop_budget"):
+        prove(model, "subcubic-coupled", refine_outputs=4, flop_budget=-1)
+    with pytest.raises(MaxkError, match="flop_budget"):
+        prove(model, "subcubic-coupled", refine_outputs=4, refine_pairs=2, flop_budget=10**6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(st.integers(1, 500), min_size=1, max_size=3000),
+    rate=st.floats(0.5, 3.0),
+    base=st.integers(0, 10**6),
+    share=st.floats(0.0, 1.2),
+    bend=st.floats(-0.5, 1.0),
+    setup=st.integers(0, 10**5),
+)
+def test_fitting_the_pass_to_its_budget_finds_a_prefix_that_fits(steps, rate, base, share, bend, setup):
+    """``_fit_prefix`` on steps whose measured cost is their estimate times an unknown rate that
+    changes along the list (``bend``), plus the base and, for any step at all, a set-up cost:
+    the prefix it returns fits the budget, and it is the longest one or within 3% of the budget
+    beyond the base (with a set-up cost, guesses from the measured rate alone overshoot by a
+    little every time: the search used to end with nothing refined)."""
+    cum = np.cumsum(np.array(steps, dtype=np.float64))
+    budget = base + setup + share * rate * cum[-1]
+
+    def cost_of(L: int) -> int:
+        if L == 0:
+            return base
+        return base + setup + int(np.ceil(rate * cum[L - 1] * (1 + bend * cum[L - 1] / cum[-1])))
+
+    L = C._fit_prefix(cost_of, cum, budget)
+    assert cost_of(L) <= budget
+    longest = max((i for i in range(len(cum) + 1) if cost_of(i) <= budget), default=0)
+    assert L == longest or cost_of(longest) - cost_of(L) <= 0.03 * (budget - base)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_budgeted_pass_never_falls_back_to_the_first_pass_on_a_fine_grid_of_budgets(seed):
+    """The prover's fitting of the pass to its budget finds a prefix that fits, never the first
+    pass alone, at every budget of a fine grid (a regression: tries that all overshoot by a
+    little once left nothing refined), so the count never falls as the budget grows."""
+    model = max_like_model(14, 4, seed, 0.05)
+    c0 = FlopCounter()
+    base = count_certified(C.coupled_thresholds(model, c0), 4, "uniform")
+    counts = []
+    for j in range(3, 41):  # from 3% above the first pass's FLOPs: room for a step
+        c = FlopCounter()
+        budget = round(c0.total * (1 + j / 100))
+        T = C.coupled_thresholds(model, c, refine_outputs=4, refine_top=14, flop_budget=budget)
+        counts.append(count_certified(T, 4, "uniform"))
+    assert counts == sorted(counts) and base < counts[0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    gains=st.lists(st.lists(st.integers(-3, 30), min_size=4, max_size=4), min_size=1, max_size=6),
+)
+def test_hull_steps_are_a_concave_greedy_order(gains):
+    """``_hull_steps``: per pair, steps to options of rising cost and gain with falling gain per
+    cost, the last reaching the pair's best positive gain; across pairs, by falling gain per cost;
+    every option on or below the chord of the steps around it (the upper concave hull)."""
+    g = np.array(gains, dtype=np.float64).T  # [M, p]
+    costs = np.array([1, 2, 4, 8], dtype=np.float64) + 1.5
+    pair, opt = C._hull_steps(g, costs)
+    slopes_all: list[float] = []
+    for j in range(g.shape[1]):
+        mine = opt[pair == j]
+        pts = [(0.0, 0.0)] + [(costs[i], g[i, j]) for i in mine]
+        slopes = [float((b[1] - a[1]) / (b[0] - a[0])) for a, b in zip(pts, pts[1:], strict=False)]
+        assert all(s > 0 for s in slopes) and slopes == sorted(slopes, reverse=True)
+        assert (mine.size == 0) == (g[:, j].max() <= 0)
+        if mine.size:
+            assert g[mine[-1], j] == g[:, j].max()
+        for i in range(costs.size):  # every option on or below the hull
+            for a, b in zip(pts, pts[1:], strict=False):
+                if a[0] <= costs[i] <= b[0]:
+                    assert g[i, j] <= a[1] + (b[1] - a[1]) * (costs[i] - a[0]) / (b[0] - a[0]) + 1e-9
+        slopes_all += slopes
+    seq = []
+    seen = {}
+    for j in pair:  # the slope of each listed step, in list order
+        k = seen.get(j, 0)
+        seen[j] = k + 1
+        mine = opt[pair == j]
+        prev = (0.0, 0.0) if k == 0 else (costs[mine[k - 1]], g[mine[k - 1], j])
+        seq.append((g[mine[k], j] - prev[1]) / (costs[mine[k]] - prev[0]))
+    assert seq == sorted(seq, reverse=True) and len(seq) == len(slopes_all)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(3, 10), k=st.integers(2, 4), seed=st.integers(0, 10**6), noise=st.sampled_from([0.0, 0.05, 0.3]))
+def test_the_budgeted_pass_is_sound_on_near_tied_models(n, k, seed, noise):
+    """The budgeted second pass on models with an input nearly tied with its runner-up (float32
+    rounding of its margin, either sign): never more certified than correct."""
+    model = adversarial(max_like_model(n, k, seed, noise), seed % 2)
+    c0 = FlopCounter()
+    C.coupled_thresholds(model, c0)
+    for dist in ("uniform", "distinct"):
+        if dist == "distinct" and k > n:
+            continue
+        correct = evaluate(model, dist).correct
+        assert correct is not None
+        for extra in (0.1, 0.5, 2.0):
+            r = prove(
+                model, "subcubic-coupled", dist, refine_outputs=n - 1, refine_top=n, flop_budget=c0.total * (1 + extra)
+            )
+            assert r.certified <= correct and (r.flops or 0) <= c0.total * (1 + extra)

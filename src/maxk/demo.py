@@ -58,11 +58,12 @@ def run_demo(out_dir: str | Path) -> None:
     plot_frontier(proofs, acc, plot, title="shipped model: proof FLOPs vs bound", frontier=True)
     console.print(f"  Pareto plot of bound against FLOPs: {plot}")
     cubic_flops = float(next(p.flops or 0 for p in proofs if p.method == "cubic"))
-    tuned = prove(model, "subcubic-coupled", "uniform", refine_outputs=16, refine_top=64, refine_pairs=40)
+    budget = int(cubic_flops) // 20
+    tuned = prove(model, "subcubic-coupled", "uniform", refine_outputs=32, refine_top=64, flop_budget=budget)
     tuned_flops = float(tuned.flops or 0)
     console.print(
-        f"  subcubic-coupled with rivals on the 40 pairs that gain most (refine_outputs=16, refine_top=64, "
-        f"refine_pairs=40): bound {tuned.bound:.4f} = {tuned.bound / acc:.4f} of the accuracy at "
+        f"  subcubic-coupled with rivals where they gain most within 1/20 of cubic's FLOPs (refine_outputs=32, "
+        f"refine_top=64, flop_budget={budget}): bound {tuned.bound:.4f} = {tuned.bound / acc:.4f} of the accuracy at "
         f"{tuned_flops:.3g} FLOPs, 1/{cubic_flops / max(tuned_flops, 1.0):.1f} of cubic's",
         soft_wrap=False,
     )

@@ -41,7 +41,11 @@ which costs O(n³k²) for all (m, q, c, t, j); the (m, q, c, t) these cheap chec
 are redone over a few outputs exactly and per tier of outputs (the token terms of (q, t) once
 for every c), and the tiers that still fail are bounded again on their dyadic blocks, halving
 only the blocks that fail (``_DyadicTiers``), at most O(n·k) each; a recheck that cannot
-change the count is skipped. Counting is exact (Python integers where int64 could
+change the count is skipped. The number of these exact rechecks grows faster than n³ on
+trained models, so by default their FLOPs are held within RECHECK_SHARE (beta) times the
+rest of the proof's (``RecheckPool``): the proof costs at most (1 + beta) times its O(n³k²)
+core, and the pool is spent on the rechecks with the most estimated certified inputs per FLOP
+first (``recheck_share=-1``: every recheck, unbounded). Counting is exact (Python integers where int64 could
 overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate.
 Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``; the hot
 steps round their temporaries in place) from the enclosed tables, so a too-close call is simply
@@ -69,7 +73,10 @@ _TOP_BLOCK = 3  # a failed tier is redone from its aligned blocks of at most 2^3
 _BLOCK_FLOATS = 1 << 22  # entries of the worst-arrangement table G built at once (32 MB)
 EXACT_OUTPUTS = 4  # r: a token case left open is redone exactly over 2r outputs
 EXACT_BUDGET = -1.0  # exact rechecks per max token, in units of (m+1)·m·(k-1)/n cases per stage;
-# negative: no limit (the default: every bound as before; a budget trades bound for O(n³k²) at scale)
+# negative: no limit on their number (the FLOP share RECHECK_SHARE still applies)
+RECHECK_SHARE = 0.12  # beta: the exact rechecks' FLOPs are at most beta times the rest of the proof's
+# (cumulative over the max tokens, up to one chunk); negative: no limit (every open case that can change the count)
+_TOKEN_SHARE = 0.1  # of the recheck FLOPs available when a token stage starts, the share it may spend
 MIX_BUCKETS = 32  # K: resolution of the mixture certificate's rho (sum of buckets < K)
 
 
@@ -117,19 +124,27 @@ def cubic_certified(
     *,
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
+    recheck_share: float = RECHECK_SHARE,
 ) -> int:
     """Number of inputs of ``dist`` that the cubic proof certifies correct (an exact integer).
 
     ``model_or_tab``: a model (its tables are enclosed first, counted) or ``IntervalTables``.
     Any number of heads (``multi_head_sets``). ``exact_outputs`` (r), ``exact_budget``: see
-    ``certified_sets``
-    (a negative budget: no limit). Cost: O(n³k²·(r + budget + log k))."""
+    ``certified_sets`` (a negative budget: no limit); ``recheck_share`` (beta): the exact
+    rechecks' FLOPs are kept within beta times the rest of the proof's (``RecheckPool``, one for
+    the whole proof; negative: no limit, every open case that can change the count is rechecked).
+    Cost: O(n³k²·(r + log k)), the rechecks at most beta of it (with a negative beta and budget,
+    their number is not bounded)."""
     c = counter if counter is not None else FlopCounter()
     tab = _tables(model_or_tab, c)
     d = resolve(dist, tab.n, tab.k)
     budget = None if exact_budget < 0 else exact_budget
+    pool = None if recheck_share < 0 else RecheckPool(recheck_share)
+    if pool is not None:
+        pool.attach(c)  # the enclosed tables (O(n²d)) are not booked
     sets = certified_sets if tab.n_heads == 1 else multi_head_sets
-    return sum(sets(tab, m, d, c, exact_outputs=exact_outputs, exact_budget=budget).count(c) for m in range(tab.n))
+    options = {"exact_outputs": exact_outputs, "exact_budget": budget, "pool": pool}
+    return sum(sets(tab, m, d, c, **options).count(c) for m in range(tab.n))
 
 
 @dataclass
@@ -187,6 +202,159 @@ class MaxCertificate:
         if self.use_mix[q, cc - 1]:
             return sum(int(self.bucket[q, cc - 1, t]) for t in nonmax) < self.K
         return all(bool(self.ok[q, cc - 1, t]) for t in nonmax)
+
+
+@dataclass
+class RecheckPool:
+    """The FLOP allowance of the exact rechecks of one proof (beta = ``share``): at every point the
+    rechecks have spent at most beta times the FLOPs of every other step counted since the pool
+    was opened (``core``; the n³k² part of the proof), up to the one chunk that crosses the line
+    (``largest``: the dearest chunk run), so the proof costs at most (1 + beta)·core plus a
+    chunk: O(n³k²) by construction. Unspent allowance carries over to the next max token (the
+    rechecks concentrate on the top ones). How many cases a chunk takes is decided from
+    uncounted cost estimates (the prover's choice; any choice is sound); every recheck that runs
+    is counted. The FLOPs are read off the counter ``certified_sets`` is given (``attach``)."""
+
+    share: float
+    core: int = 0
+    spent: int = 0
+    largest: int = 0
+    counter: FlopCounter | None = field(default=None, init=False)
+    _mark: int = field(default=0, init=False)
+    _recheck: bool = field(default=False, init=False)
+    _rates: dict = field(default_factory=dict, init=False)  # stage -> [FLOPs spent, estimated cost]
+
+    def attach(self, counter: FlopCounter) -> None:
+        """Read the FLOPs off ``counter`` from now on (those counted before are not booked)."""
+        if counter is not self.counter:
+            if self.counter is not None:
+                self.settle(self._recheck)
+            self.counter, self._mark = counter, counter.total
+
+    def settle(self, recheck: bool) -> None:
+        """Book the FLOPs counted since the last call to the rechecks or to the core; those counted
+        from now on go to the rechecks if ``recheck``."""
+        assert self.counter is not None, "RecheckPool.attach first"
+        delta = self.counter.total - self._mark
+        if self._recheck:
+            self.spent += delta
+        else:
+            self.core += delta
+        self._mark, self._recheck = self.counter.total, recheck
+
+    def available(self) -> float:
+        """The recheck FLOPs still allowed: beta·core - spent (negative after an overrun)."""
+        self.settle(self._recheck)
+        return self.share * self.core - self.spent
+
+    def take(self, stage: str, est: np.ndarray, limit: int, allowed: float) -> int:
+        """How many of the next cases (uncounted cost estimates ``est``, in priority order) to
+        recheck now: as many as fit ``allowed`` FLOPs at the stage's measured FLOPs per unit of
+        estimate, at least one if anything is allowed, at most ``limit``."""
+        if allowed <= 0 or len(est) == 0:
+            return 0
+        spent, estimated = self._rates.get(stage, (0.0, 0.0))
+        rate = spent / estimated if estimated > 0 else 1.0
+        fits = int(np.searchsorted(np.cumsum(est[:limit]) * rate, allowed, side="right"))
+        return max(1, fits)
+
+    def record(self, stage: str, flops: int, estimated: float) -> None:
+        """A chunk of ``stage`` cost ``flops`` counted FLOPs for ``estimated`` units of estimate."""
+        rate = self._rates.setdefault(stage, [0.0, 0.0])
+        rate[0] += flops
+        rate[1] += estimated
+        self.largest = max(self.largest, flops)
+
+
+def _mixture_gains(bucket: np.ndarray, floor: np.ndarray, eligible: np.ndarray, ways: np.ndarray) -> np.ndarray:
+    """Estimated inputs [nq, f, m] each eligible mixture recheck adds if it lowers its bucket to
+    the floor, the other tokens' buckets as they are: cc·ways·(the (cc-1)-tuples of the others
+    whose bucket sum fits below K - floor and not below K - bucket), from the truncated powers
+    of the group's bucket histogram (repeats allowed: an estimate under any distribution).
+    Uncounted floats: a priority, not a check. Cost O(nq·k²·K²) float operations."""
+    K = MIX_BUCKETS
+    nq, f, m = bucket.shape
+    gain = np.zeros(bucket.shape)
+    qi, ci = np.nonzero(eligible.any(axis=-1))
+    if len(qi) == 0:
+        return gain
+    b = bucket[qi, ci]  # [G, m]
+    hist = np.zeros((len(qi), K + 1))
+    np.add.at(hist, (np.repeat(np.arange(len(qi)), m), b.reshape(-1)), 1.0)
+    hist = hist[:, :K]  # bucket K: in no counted tuple
+    power = np.zeros((len(qi), K))
+    power[:, 0] = 1.0  # the 0-tuples: one, of sum 0
+    cdf = np.zeros((f, len(qi), K))  # cdf[r, g, x]: r-tuples of group g with bucket sum <= x
+    cdf[0] = 1.0
+    for r in range(1, f):
+        nxt = np.zeros_like(power)
+        for x in range(K):  # nxt[:, x + y] += power[:, x]·hist[:, y], truncated below K
+            nxt[:, x:] += power[:, x : x + 1] * hist[:, : K - x]
+        power = nxt
+        cdf[r] = np.cumsum(power, axis=-1)
+    row = cdf[ci, np.arange(len(qi))]  # [G, K]: the (cc-1)-tuples of each group
+    padded = np.concatenate([np.zeros((len(qi), 1)), row], axis=1)  # x = -1: none
+
+    def fits(limit: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(padded, np.clip(K - limit, 0, K), axis=1)  # sums <= K - 1 - limit
+
+    new = np.minimum(b, floor[qi, ci])
+    gain[qi, ci] = ((ci + 1.0) * ways[qi, ci])[:, None] * (fits(new) - fits(b))
+    return np.where(eligible, gain, 0.0)
+
+
+def _left(pool: RecheckPool | None) -> float:
+    """The recheck FLOPs the pool still allows (no pool: no limit)."""
+    return np.inf if pool is None else pool.available()
+
+
+def _spent(pool: RecheckPool | None) -> float:
+    """The recheck FLOPs spent so far (no pool: 0)."""
+    return 0.0 if pool is None else float(pool.spent)
+
+
+def _floats(counts) -> np.ndarray:
+    """Exact counts (ints or Python integers) as floats, for the recheck priority only."""
+    return np.asarray(counts, dtype=np.float64)
+
+
+class _RowLevels:
+    """``_DyadicTiers.levels`` of x [b, ..., n] (mask as x), built only for the rows (first index)
+    that a recheck reads, each once and counted when built: the same floats as building them all."""
+
+    def __init__(self, dy: _DyadicTiers, x: np.ndarray, mask: np.ndarray, c: FlopCounter):
+        self.dy, self.x, self.mask, self.c = dy, x, mask, c
+        self.done = np.zeros(len(x), dtype=bool)
+        self.levels: list[np.ndarray] = []
+
+    def ensure(self, rows: np.ndarray) -> None:
+        """Build the levels of the rows not built yet among ``rows``."""
+        new = np.unique(rows[~self.done[rows]])
+        if len(new) == 0:
+            return
+        built = self.dy.levels(self.x[new], self.mask[new], self.c)
+        if not self.levels:
+            self.levels = [np.full((len(self.x),) + lv.shape[1:], np.inf) for lv in built]
+        for full, lv in zip(self.levels, built, strict=True):
+            full[new] = lv
+        self.done[new] = True
+
+    def at(self, level: int) -> np.ndarray:
+        """The mins over the blocks of ``level`` (rows not built: +inf, never read)."""
+        return self.levels[level]
+
+
+def _by_gain(gain: np.ndarray, cost: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The order of the cases by estimated certified inputs per FLOP, best first (ties: the
+    token nearest to m first, then the given order). Uncounted floats: a choice, not a check."""
+    return np.lexsort((-t, -(gain / np.maximum(cost, 1e-300))))
+
+
+def _even_shares(gain: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Each group's gain [nq, f] split over its cases in proportion to ``weight`` [nq, f, m]
+    (zero where the weights are): the estimated inputs each case's recheck can add."""
+    total = weight.sum(axis=-1, keepdims=True)
+    return np.where(weight > 0, gain[:, :, None] * weight / np.where(total > 0, total, 1.0), 0.0)
 
 
 class _OutputSets:
@@ -311,6 +479,7 @@ def certified_sets(
     head: int = 0,
     direct: np.ndarray | None = None,
     prune: bool = True,
+    pool: RecheckPool | None = None,
 ) -> MaxCertificate:
     """The cubic proof for max token m (see ``MaxCertificate``). Entries for (q, cc) that cannot
     occur under ``dist`` are not refined.
@@ -329,7 +498,12 @@ def certified_sets(
     the best per-token count, and the mixture rechecks of ``_mixture_rechecks_matter``); the
     count is unchanged.
     Queries are taken in blocks of at most _BLOCK_FLOATS entries of G, rechecks in chunks of
-    at most _REFINE_FLOATS token terms. Cost O(n²k²·(r + log n) + budget·n²k²).
+    at most _REFINE_FLOATS token terms. ``pool``: the FLOP allowance of the exact rechecks
+    (``RecheckPool``; None: no limit), spent on the cases with the most estimated certified
+    inputs per FLOP first (the inputs a group can still gain, shared over its open cases; for a
+    mixture case in proportion to the bucket it may lose), at most ``_TOKEN_SHARE`` of what is
+    available on the per-token ones. Cost O(n²k²·(r + log n) + budget·n²k²), and with a pool
+    the rechecks at most beta times the rest.
 
     ``head``, ``direct``: the certificate of one head of a multi-head model (its tables, with
     ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``multi_head_sets``, which
@@ -339,6 +513,8 @@ def certified_sets(
     f = k - 1  # free positions 0..k-2; the query sits at k-1
     eqke_lo, eqke_hi = tab.lo.eqke[head], tab.hi.eqke[head]  # [q, t]
     eqkp_lo, eqkp_hi = tab.lo.eqkp[head], tab.hi.eqkp[head]  # [q, i]
+    if pool is not None:
+        pool.attach(c)
     nq = m + 1
     qs = np.arange(nq)
     # stage: terms
@@ -393,8 +569,10 @@ def certified_sets(
     minU = sum_lower([Dmin[:, None, None], Vmin[None, :, None], Wmin[None, None, :]], c)  # [nq, m, f]
     tl = mul_lower(wt.lo, wt.hi, minU, c)  # [nq, m, f]: <= min_o T(t, j, o)
     valid = np.zeros((nq, f), dtype=bool)  # the (q, c) groups that occur under dist
-    for q_, cc_, _ways in dist.nonmax_groups(k, m):
+    ways = np.zeros((nq, f))  # their arrangements (floats: only the recheck priority reads them)
+    for q_, cc_, ways_ in dist.nonmax_groups(k, m):
         valid[q_, cc_ - 1] = True
+        ways[q_, cc_ - 1] = ways_
     # the outputs treated exactly and the decoupled rest: lower bounds of D, W, G0 over it
     # stage: output sets
     sets = _OutputSets(G0x, V, m, exact_outputs)
@@ -477,6 +655,42 @@ def certified_sets(
         """[F, B] bool -> [F] int64 with bit i set where tier i is marked."""
         return (fails.astype(np.int64) << np.arange(fails.shape[-1], dtype=np.int64)).sum(axis=-1)
 
+    tier_sizes = np.diff(np.append(sets.starts, len(sets.perm))).astype(np.float64)
+
+    def tier_cost(bits: np.ndarray) -> np.ndarray:
+        """Uncounted estimate [F] of a recheck's cost: 1 + the outputs of the tiers marked in bits."""
+        marked = (bits[:, None] >> np.arange(len(tier_sizes), dtype=np.int64)) & 1
+        return 1.0 + marked @ tier_sizes
+
+    def ranked(stage, share, open_, gain, marks):
+        """The open cases (q, cc, t) the case budget allows (``share`` of what is left), best
+        estimated gain per FLOP first when a pool limits the FLOPs (else nearest token first),
+        with their cost estimates (None without a pool)."""
+        qi, ci, ti = nearest(open_, stage, share)
+        if pool is None or len(qi) == 0:
+            return qi, ci, ti, None
+        est = tier_cost(marks[qi, ci, ti])
+        order = _by_gain(gain[qi, ci, ti], est, ti)
+        return qi[order], ci[order], ti[order], est[order]
+
+    def chunks(stage, n_cases, est, allowed):
+        """Start and size of each chunk of the ranked cases to recheck: ``chunk`` at a time
+        without a pool, else as many as the pool's allowance left (``allowed()``) fits."""
+        s = 0
+        if pool is not None:
+            pool.settle(True)
+        while s < n_cases:
+            size = chunk if pool is None or est is None else pool.take(stage, est[s:], chunk, allowed())
+            if size == 0:
+                break
+            before = c.total
+            yield s, size
+            if pool is not None and est is not None:
+                pool.record(stage, c.total - before, float(est[s : s + size].sum()))
+            s += size
+        if pool is not None:
+            pool.settle(False)
+
     # stage: mixture partial
     # mixture certificate: F(o) >= G0 - sum_j (-T(t_j, j, o))^+ >= G0 (1 - sum_j rho(t_j)).
     # Its decoupled and partial stages come first: the per-token stage's rechecks consult its count.
@@ -556,20 +770,29 @@ def certified_sets(
             hopeless[a, b_, t_] = ~exact_ok
         # stage: token exact
         open_ = ~okb & ~hopeless & valid[blk][:, :, None]
+        best = dist.count_token_groups(okb | open_, blk, m, k) if prune or pool is not None else None
         if prune:  # a recheck can matter only where the token count could beat the mixture's
-            best = dist.count_token_groups(okb | open_, blk, m, k)
             open_ &= np.asarray(best > mix_now[blk], dtype=bool)[:, :, None]
-        qi, ci, ti = nearest(open_, "ok", len(blk) / (nq - q0))
+        gain = None
+        if pool is not None:  # what each group can gain: its best token count above the current best
+            now = np.maximum(_floats(dist.count_token_groups(okb, blk, m, k)), _floats(mix_now[blk]))
+            gain = _even_shares(ways[blk] * np.maximum(_floats(best) - now, 0.0), open_.astype(np.float64))
+        qi, ci, ti, est = ranked("ok", len(blk) / (nq - q0), open_, gain, ok_tiers)
         # the exact check over every output, redone only in the tiers the partial check failed:
         # the exact set passed (not hopeless) and the other tiers' values are above their bounds
-        lGx = dy.levels(Gx, np.broadcast_to(sets.rest[blk][:, None, None, :], Gx.shape), c) if len(qi) else []
-        for s in range(0, len(qi), chunk):
-            a, b_, t_ = qi[s : s + chunk], ci[s : s + chunk], ti[s : s + chunk]
+        lGx = _RowLevels(dy, Gx, np.broadcast_to(sets.rest[blk][:, None, None, :], Gx.shape), c)
+        cap = 0.0  # the FLOPs this block's per-token rechecks may reach (pool.spent included)
+        if pool is not None:
+            pool.settle(True)
+            cap = pool.spent + _TOKEN_SHARE * len(blk) / (nq - q0) * pool.available()
+        for s, size in chunks("ok", len(qi), est, lambda cap=cap: min(_left(pool), cap - _spent(pool))):
+            a, b_, t_ = qi[s : s + size], ci[s : s + size], ti[s : s + size]
+            lGx.ensure(a)
 
             def token_fails(case, level, bk, a=a, b_=b_, t_=t_, blk=blk, lGx=lGx):
                 T = block_terms(blk[a][case], t_[case], level, bk)  # [L, f]
                 with np.errstate(over="ignore", invalid="ignore"):  # +inf (empty blocks): no constraint
-                    Z = up(-lGx[level][a[case], b_[case], :, bk] / (b_[case] + 1.0)[:, None], c, inplace=True)
+                    Z = up(-lGx.at(level)[a[case], b_[case], :, bk] / (b_[case] + 1.0)[:, None], c, inplace=True)
                 bad = ~(T > Z).all(axis=-1)
                 c.add(2 * T.size, "exact check")
                 return bad, bad
@@ -582,15 +805,25 @@ def certified_sets(
 
     # stage: mixture prune
     eligible = (bucket > np.maximum(floor, 1)) & usable[:, :, None] & valid[:, :, None]
+    tokens = dist.count_token_groups(ok, qs, m, k)
+    at_floor = None
     if prune:
-        eligible &= _mixture_rechecks_matter(
-            bucket, floor, eligible, dist.count_token_groups(ok, qs, m, k), m, k, dist, c
-        )
+        matter, at_floor = _mixture_rechecks_matter(bucket, floor, eligible, tokens, m, k, dist, c)
+        eligible &= matter
+    gain = None
+    if pool is not None:  # what each group can gain: its count at the floors above the current best
+        if at_floor is None:
+            with c.uncounted():  # a priority, not a check
+                at_floor = dist.count_bucketed(
+                    np.where(eligible, np.minimum(bucket, floor), bucket), MIX_BUCKETS, m, k, c
+                )
+        can_win = _floats(at_floor) > _floats(tokens)  # [nq, f]: the group may take the mixture count
+        gain = _mixture_gains(bucket, floor, eligible & can_win[:, :, None], ways)
     # stage: mixture exact
-    qi, ci, ti = nearest(eligible, "mixture", 1.0)
+    qi, ci, ti, est = ranked("mixture", 1.0, eligible, gain, mix_tiers)
     # the exact rho's bucket: the floor, or the largest of the single outputs above it
-    for s in range(0, len(qi), chunk):
-        a, b_, t_ = qi[s : s + chunk], ci[s : s + chunk], ti[s : s + chunk]
+    for s, size in chunks("mixture", len(qi), est, lambda: _left(pool)):
+        a, b_, t_ = qi[s : s + size], ci[s : s + size], ti[s : s + size]
 
         w_lo, w_hi = wt.lo[a, t_].min(axis=-1), wt.hi[a, t_].max(axis=-1)  # [F]: over j
         c.add(2 * len(a) * f, "mixture exact")
@@ -677,7 +910,7 @@ def multi_head_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Fl
 
 def _mixture_rechecks_matter(
     bucket: np.ndarray, floor: np.ndarray, eligible: np.ndarray, tokens: np.ndarray, m: int, k: int, dist, c
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Which eligible mixture rechecks (bool [nq, f, m]) can change the certified count. A recheck
     lowers bucket[q, cc-1, t] to no less than the floor, so with opt = the buckets at their best:
     none matters in a group whose count at opt does not exceed ``tokens`` (the per-token
@@ -687,14 +920,15 @@ def _mixture_rechecks_matter(
         opt_t + opt_s + (cc-2)·L < K <= bucket_t + b_s + (cc-2)·R,
     L the least opt, b_s = min(bucket_s, K-1) (a counted tuple's final buckets are below K) and
     R the largest such b_s (the tuple's other cc-2 tokens relaxed to those). Skipping the others
-    leaves the count unchanged. Cost O(nq·k·m·log m) plus a count."""
+    leaves the count unchanged. Also returns the count at opt [nq, f]. Cost O(nq·k·m·log m) plus a count."""
     K = MIX_BUCKETS
     opt = np.where(eligible, np.minimum(bucket, floor), bucket)
-    groups = np.asarray(dist.count_bucketed(opt, K, m, k, c) > tokens, dtype=bool)  # [nq, f]
+    at_opt = dist.count_bucketed(opt, K, m, k, c)
+    groups = np.asarray(at_opt > tokens, dtype=bool)  # [nq, f]
     qi, ci = np.nonzero(groups & eligible.any(axis=-1))
     out = np.zeros_like(eligible)
     if len(qi) == 0:
-        return out
+        return out, at_opt
     b, o, R, m_ = bucket[qi, ci], opt[qi, ci], len(qi), bucket.shape[-1]  # [R, m]
     cc = (ci + 1)[:, None]
     lowest = o.min(axis=-1, keepdims=True)
@@ -711,7 +945,7 @@ def _mixture_rechecks_matter(
     single = (o < K) & (b >= K)
     c.add(b.size * (12 + ceil(log2(max(m_, 2)))), "mixture")
     out[qi, ci] = eligible[qi, ci] & np.where(cc == 1, single, pair)
-    return out
+    return out, at_opt
 
 
 def _pairs(a: np.ndarray, t: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -737,10 +971,13 @@ def prove_cubic(
     counter: FlopCounter,
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
+    recheck_share: float = RECHECK_SHARE,
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``.
-    Options: ``exact_outputs`` (r >= 1) and ``exact_budget`` (negative: no limit), as
-    ``cubic_certified``."""
+    Options: ``exact_outputs`` (r >= 1), ``exact_budget`` and ``recheck_share`` (negative: no
+    limit; both negative: every recheck, the unbounded proof), as ``cubic_certified``."""
     if exact_outputs < 1:
         raise MaxkError(f"exact_outputs must be at least 1, not {exact_outputs}")
-    return cubic_certified(model, dist, counter, exact_outputs=exact_outputs, exact_budget=exact_budget)
+    return cubic_certified(
+        model, dist, counter, exact_outputs=exact_outputs, exact_budget=exact_budget, recheck_share=recheck_share
+    )

@@ -3,7 +3,7 @@
 ``frontier_runs(cfg)`` lists the (strategy, options) points that ``maxk prove --strategy all
 --frontier`` runs: every registered strategy with its defaults, ``subcubic-coupled`` checking more
 rivals exactly (everywhere, or in a second pass over the top max tokens or the pairs that gain
-most), then the ``hybrid`` proof with
+most, or the pairs that gain most within a FLOP budget), then the ``hybrid`` proof with
 ``cubic_top`` = 1, 2, 4, ... (cubic for the top max tokens, subcubic for the rest) and the cubic
 proof with less exact work, so that bound against FLOPs is traced from the cheapest proof to
 cubic with no wide gap. ``pareto`` keeps the points no other point beats on both axes.
@@ -46,12 +46,24 @@ COUPLED_PAIRS = (
     (16, 640),
     (32, 640),
 )
+# ... and within a FLOP budget for the whole proof: fractions of n³·k² (the cubic proof's order; at n = 64 cubic
+# counts ~8–12 n³k² at k = 4, 5 and 10), a factor 1.25 apart, R = COUPLED_BUDGET_RIVALS; a budget below the
+# r-rival proof's cost gives that proof
+COUPLED_BUDGETS = tuple(round(0.3 * 1.25**j, 4) for j in range(9))  # 0.3 .. 1.79
+COUPLED_BUDGET_RIVALS = 32
+
+
+def budget_scale(cfg: ModelConfig) -> int:
+    """n³·k²: the FLOP scale of the cubic proof's order for a model of ``cfg``, which the budgeted
+    frontier points (``COUPLED_BUDGETS``) are fractions of. O(1)."""
+    return cfg.n**3 * cfg.k**2
 
 
 def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """(strategy, options) points of the frontier for a model of ``cfg``, cheapest family first:
     ``strategies`` (registered names) with defaults, subcubic-coupled with COUPLED_RIVALS,
-    COUPLED_REFINE and COUPLED_PAIRS (rivals below n), hybrid with cubic_top = 1 and the cheapest cubic options,
+    COUPLED_REFINE and COUPLED_PAIRS (rivals below n) and within the FLOP budgets COUPLED_BUDGETS ·
+    ``budget_scale(cfg)``, hybrid with cubic_top = 1 and the cheapest cubic options,
     then cubic_top = 1, 2, 3, 4, 6, 8, 12, ... < n, and the cubic proof with the options of CUBIC_STEPS (when
     those strategies are among them)."""
     runs: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in strategies]
@@ -70,6 +82,15 @@ def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, di
             ("subcubic-coupled", {"refine_outputs": r, "refine_top": cfg.n, "refine_pairs": p})
             for r, p in COUPLED_PAIRS
             if r < cfg.n
+        ]
+        R = min(COUPLED_BUDGET_RIVALS, cfg.n - 1)
+        runs += [
+            (
+                "subcubic-coupled",
+                {"refine_outputs": R, "refine_top": cfg.n, "flop_budget": round(f * budget_scale(cfg))},
+            )
+            for f in COUPLED_BUDGETS
+            if R > 0
         ]
     if "hybrid" in strategies:  # the first step costs the full tables' enclosure: keep it cheap
         runs.append(("hybrid", {"cubic_top": 1, **CUBIC_STEPS[0]}))

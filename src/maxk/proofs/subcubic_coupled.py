@@ -43,6 +43,16 @@ counting, and tightens the check:
   ``refine_pairs`` = P only the P pairs gaining most inputs per (rivals + 3) are kept (a few
   pairs hold most of what r = 0 loses). Choosing is search, uncounted; only the kept pairs are
   set up and verified, counted.
+* **a FLOP budget** (option ``flop_budget`` = B, instead of P): the whole proof counts at most B
+  FLOPs (unless the r-rival proof alone does not fit: then it alone). The prover finds the
+  r-rival thresholds T0, searches each candidate pair with every rival count of the menu,
+  measures what each gains (inputs) and costs (FLOPs per pair beyond the r-rival check), puts
+  each pair's options on their upper concave hull and takes the hull steps in order of inputs
+  per FLOP (a multiple-choice knapsack's greedy: a pair may get fewer rivals than its best
+  needs), the longest prefix whose proof, tried on a copy and counted there, fits B. The proof
+  then verifies every pair once at its claimed threshold, the refined pairs with their rivals
+  only (their r-rival check is not repeated). So a frontier point can sit at a budget
+  (``maxk.proofs.frontier``); the choosing is search, uncounted.
 
 Sound: for an input in the set and an output o != m, o lies in one column, and every term of
 F(o) is at most that column's entry (each is an upper bound of the exact term for every output
@@ -63,6 +73,7 @@ O(n²·d + n²·k·(r + 3)·(b + log n)·log n) — subcubic for fixed r, b.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import cast
 
 import numpy as np
@@ -85,6 +96,7 @@ __all__ = [
     "REFINE_OUTPUTS",
     "ATTENTION",
     "EQKE_CUT",
+    "FLOP_BUDGET",
     "REFINE_PAIRS",
     "REFINE_TOP",
     "coupled_thresholds",
@@ -102,7 +114,10 @@ BLOCK_DEPTH = 3  # geometric token blocks of sizes 1, 2, 4, then everything belo
 ATTENTION = ("band", "full", "keydir", "svd")  # the EQKE bounds, the default first
 EQKE_CUT = 6.0  # "band": far entries bounded once e^-cut below the row's lowest score at or above the query
 REFINE_PAIRS = 0  # P: the second pass keeps only the P pairs it gains most inputs on (0: every pair it raises)
+_Tabs = tuple[Interval, Interval, Interval, Interval, Interval]  # EQKE, EQKP, EVOU, PVOU, EUPU
 NEAR_TOKENS = 0  # b: tokens just below the threshold bounded one by one (little gain once blocks are used)
+FLOP_BUDGET = 0  # the second pass spends what is left of this many FLOPs for the whole proof (0: no budget)
+BUDGET_ROUNDS = 8  # the prover's trial runs to fit the second pass into its budget
 
 
 def _row_tops(
@@ -176,7 +191,8 @@ def _outside_max(
     max token m [p]: an upper bound [p] on the row's largest entry among the outputs o < m
     (``below``) or o > m outside excl — the first stored entry on that side not excluded, else
     the smaller of the last stored value (every entry not stored is at most it) and side_max
-    [p], the row's maximum over the whole side."""
+    [p], the row's maximum over the whole side. Cost: two comparisons per stored entry scanned
+    (up to the first on that side not excluded) and one mark per excluded output."""
     if idx.shape[1] == 0:  # nothing stored: the side's maximum
         return side_max
     side = idx < m[:, None] if below else idx > m[:, None]
@@ -184,10 +200,13 @@ def _outside_max(
     marks = np.zeros((idx.shape[0], int(max(idx.max(initial=0), excl.max(initial=0))) + 1), dtype=bool)
     marks[np.arange(idx.shape[0])[:, None], excl] = True
     free = side & ~marks[np.arange(idx.shape[0])[:, None], np.maximum(idx, 0)]  # [p, R]
-    counter.add(2 * free.size + excl.size, "compare")
     first = np.argmax(free, axis=1)
+    found = free.any(axis=1)
+    # the verifier scans each row's stored entries in order and stops at the first free one: two
+    # comparisons (side, mark) per entry read, every entry when none is free
+    counter.add(2 * int(np.where(found, first + 1, idx.shape[1]).sum()) + excl.size, "compare")
     rows = np.arange(idx.shape[0])
-    return np.where(free.any(axis=1), val[rows, first], np.minimum(val[:, -1], side_max))
+    return np.where(found, val[rows, first], np.minimum(val[:, -1], side_max))
 
 
 def _side_maxima(hi: np.ndarray, counter: FlopCounter) -> tuple[np.ndarray, np.ndarray]:
@@ -355,6 +374,7 @@ def coupled_thresholds(
     refine_outputs: int = REFINE_OUTPUTS,
     refine_top: int = REFINE_TOP,
     refine_pairs: int = REFINE_PAIRS,
+    flop_budget: float = FLOP_BUDGET,
     strategy: str = "subcubic-coupled",
     direct_offset: np.ndarray | None = None,
     max_offset: np.ndarray | None = None,
@@ -364,7 +384,9 @@ def coupled_thresholds(
     largest rivals and the query's own output checked one by one), ``near_tokens`` = b tokens
     bounded one by one and the EQKE bound ``attention`` ("full", "keydir" or "svd"); then, with
     ``refine_outputs`` = R > r, the pairs of the ``refine_top`` largest max tokens (most inputs)
-    not yet at T = m − 1 searched on upward with R rivals checked exactly. ``direct_offset``
+    not yet at T = m − 1 searched on upward with R rivals checked exactly (with ``flop_budget``
+    > 0, only the pairs and rival counts that gain most inputs per check within what is left of
+    that many FLOPs, counted on ``counter``, for the whole proof). ``direct_offset``
     [n_q, n_max] (floats, optional) is added to the direct term EUPU[q, o] − EUPU[q, m] of every
     output o of pair (q, m), so the check certifies margin > offset (``maxk.proofs.head_split``);
     ``max_offset`` [n_max, n_out] (optional, diagonal ignored) adds b[m, o] to it too, exactly
@@ -380,6 +402,8 @@ def coupled_thresholds(
             "refine_outputs, refine_top and refine_pairs must be >= 0, not "
             f"{refine_outputs}, {refine_top}, {refine_pairs}"
         )
+    if flop_budget < 0 or (flop_budget and refine_pairs):
+        raise MaxkError(f"flop_budget must be >= 0 and not set with refine_pairs, not {flop_budget}, {refine_pairs}")
     if attention not in ATTENTION:
         raise MaxkError(f"unknown EQKE bound {attention!r}: choose one of {', '.join(ATTENTION)}")
     # every table as one float product chain with an a-priori rounding bound (maxk.proofs.chain)
@@ -412,33 +436,33 @@ def coupled_thresholds(
     if given:
         cache["value_bound"] = 4.0 * (tabs.value_bound + sum(float(np.abs(o).max(initial=0.0)) for o in given))
     with np.errstate(all="ignore"):  # inf/NaN can only make a check fail
-        T = _thresholds(eqke, eqkp, evou, pvou, eupu, exact_outputs, near_tokens, c, cache)
+        tabs_ = (eqke, eqkp, evou, pvou, eupu)
+        if flop_budget and refine_outputs > exact_outputs and refine_top > 0:
+            left = float(flop_budget) - c.total  # what the budget leaves after the tables
+            return _budgeted(tabs_, exact_outputs, refine_outputs, near_tokens, refine_top, left, c, cache)
+        T = _thresholds(*tabs_, exact_outputs, near_tokens, c, cache)
         if refine_outputs > exact_outputs and refine_top > 0:
             qs, ms = np.nonzero(np.triu(np.ones((n, n), dtype=bool)))
             pick = (ms >= n - refine_top) & (T[qs, ms] < ms - 1)
             qs, ms = qs[pick], ms[pick]
             if qs.size:
-                tabs_ = (eqke, eqkp, evou, pvou, eupu)
                 _refine(tabs_, T, qs, ms, exact_outputs, refine_outputs, near_tokens, refine_pairs, c, cache)
     return T
 
 
-def _refine(tabs_, T: np.ndarray, qs, ms, r: int, R: int, b: int, P: int, counter: FlopCounter, cache: dict) -> None:
+def _refine(
+    tabs_: _Tabs, T: np.ndarray, qs, ms, r: int, R: int, b: int, P: int, counter: FlopCounter, cache: dict
+) -> None:
     """The second pass, in place on T [n, n], over the candidate pairs (qs, ms) [p]. Which pairs
     to refine, and with how many rivals, is the prover's choice: each pair is searched (on a copy
     of the cache, its FLOPs dropped) with every rival count of the menu 1, 2, 4, ... below R and
-    R itself; a pair is given the fewest rivals that reach its best threshold, and the P pairs
-    (0: all) with the most inputs gained per unit of check, (rivals + 3), are kept. Those are then
-    set up, searched and verified, counted, one group per rival count."""
-    menu = sorted({1 << j for j in range(12) if r < 1 << j < R} | {R})
-    eqke, eqkp, evou, pvou, eupu = tabs_
-    n, k = eqkp.shape
+    R itself; a pair is given the fewest rivals that reach its best threshold and the P pairs
+    (0: all) with the most inputs gained per unit of check, (rivals + 3), are kept. The kept
+    pairs are then set up, searched and verified, counted, one group per rival count."""
+    menu = _menu(r, R)
+    n, k = tabs_[1].shape
     before = _pair_inputs(T[qs, ms], qs, ms, n, k)
-    found = {}
-    for x in menu:
-        found[x] = _thresholds(
-            eqke, eqkp, evou, pvou, eupu, x, b, FlopCounter(), copy.deepcopy(cache), (qs, ms), T[qs, ms]
-        )
+    found = {x: _thresholds(*tabs_, x, b, FlopCounter(), copy.deepcopy(cache), (qs, ms), T[qs, ms]) for x in menu}
     best = found[R]
     need = np.full(qs.size, R)
     for x in reversed(menu):  # the fewest rivals that reach the best threshold
@@ -448,11 +472,140 @@ def _refine(tabs_, T: np.ndarray, qs, ms, r: int, R: int, b: int, P: int, counte
     keep = keep[np.argsort(-gain[keep], kind="stable")]
     if P:
         keep = keep[:P]
-    for x in menu:
-        sel = keep[need[keep] == x]
-        if sel.size:
-            q, m = qs[sel], ms[sel]
-            T[q, m] = _thresholds(eqke, eqkp, evou, pvou, eupu, x, b, counter, cache, (q, m), T[q, m])
+    plan = np.zeros(qs.size, dtype=np.int64)
+    plan[keep] = need[keep]
+    _run_plan(tabs_, T, qs, ms, b, plan, counter, cache)
+
+
+def _menu(r: int, R: int) -> list[int]:
+    """The second pass's rival counts: 1, 2, 4, ... between r and R, and R."""
+    return sorted({1 << j for j in range(12) if r < 1 << j < R} | {R})
+
+
+def _run_plan(
+    tabs_: _Tabs, T: np.ndarray, qs, ms, b: int, plan: np.ndarray, counter: FlopCounter, cache: dict, claims=None
+) -> None:
+    """Pairs (qs, ms) [p] searched on upward from T with plan [p] rivals each (0: left alone), in
+    place on T, one group per rival count, counted on ``counter``; with ``claims`` (rival count ->
+    thresholds [p] the prover found), those thresholds checked instead (T may then be −2,
+    nothing certified yet). Cost: the groups' set-up and one verified check per raised pair."""
+    for x in np.unique(plan[plan > 0]):
+        sel = np.nonzero(plan == x)[0]
+        q, m = qs[sel], ms[sel]
+        if claims is None:
+            T[q, m] = _thresholds(*tabs_, int(x), b, counter, cache, (q, m), T[q, m])
+        else:
+            T[q, m] = _thresholds(*tabs_, int(x), b, counter, cache, (q, m), T[q, m], claims[int(x)][sel], True)
+
+
+def _hull_steps(gains: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The increments of a multiple-choice knapsack's greedy: for each pair j (column of gains
+    [M, p], option i costing costs[i] > 0, increasing), the upper concave hull of (0, 0) and
+    (costs[i], gains[i, j]) from the origin up to the pair's largest gain; every hull step
+    (pair, option reached) listed by decreasing gain per cost (ties: pair, then step order), so
+    that any prefix of the list takes a prefix of each pair's steps. Returns (pair [K], option
+    [K]). Prover's choice, not counted."""
+    steps: list[tuple[float, int, int, int]] = []
+    for j in range(gains.shape[1]):
+        c0, g0, h = 0.0, 0.0, 0
+        while True:  # from the hull point (c0, g0): the option of steepest slope beyond it
+            slopes = np.where(costs > c0, (gains[:, j] - g0) / np.maximum(costs - c0, 1e-300), -np.inf)
+            i = int(np.argmax(slopes))  # the first (cheapest) of equal slopes
+            if not slopes[i] > 0:
+                break
+            steps.append((-float(slopes[i]), j, h, i))
+            c0, g0, h = float(costs[i]), float(gains[i, j]), h + 1
+    steps.sort()
+    return np.array([s[1] for s in steps], dtype=np.int64), np.array([s[3] for s in steps], dtype=np.int64)
+
+
+def _budgeted(
+    tabs_: _Tabs, r: int, R: int, b: int, top: int, budget: float, counter: FlopCounter, cache: dict
+) -> np.ndarray:
+    """T [n, n] for every pair q <= m by the r-rival check and a second pass with up to R rivals
+    on the pairs of the ``top`` largest max tokens, together counting at most ``budget`` FLOPs on
+    ``counter`` (beyond what it holds already; if the r-rival proof alone does not fit, it alone).
+
+    The prover (uncounted, on copies of ``cache``) finds the r-rival thresholds T0, searches each
+    pair of the top not at m − 1 from there with every rival count x of the menu (``_menu``),
+    measuring the inputs each gains and the FLOPs per pair each costs beyond the r-rival check,
+    and takes the steps of ``_hull_steps`` in order (inputs gained per FLOP): the longest prefix
+    found whose proof, tried and counted on a copy, fits the budget (first guessed from the
+    measured costs, then corrected by the measured rate, BUDGET_ROUNDS tries, each aiming 1% lower). The proof then
+    verifies, counted, every pair once at its claimed threshold: the pairs of the prefix with
+    their rivals, the others with r at T0 (a refined pair's r-rival check is not repeated).
+    Cost: the r-rival proof's, less its check on the refined pairs, plus their checks with x."""
+    n, k = tabs_[1].shape
+    qa, ma = np.nonzero(np.triu(np.ones((n, n), dtype=bool)))
+    after = copy.deepcopy(cache)  # the search's copy, holding what the r-rival proof computes once
+    T0 = _thresholds(*tabs_, r, b, FlopCounter(), after)[qa, ma]
+    cand = np.nonzero((ma >= n - top) & (T0 < ma - 1))[0]
+    menu = _menu(r, R)
+    q, m = qa[cand], ma[cand]
+    before = _pair_inputs(T0[cand], q, m, n, k)
+    gains, per = np.zeros((len(menu), cand.size)), np.zeros(len(menu))
+    claims = {}  # rival count -> the thresholds found [every pair] (T0 outside the candidates)
+    for i, x in enumerate(menu):  # each rival count on every candidate: inputs gained, FLOPs per pair
+        c = FlopCounter()
+        claims[x] = T0.copy()
+        claims[x][cand] = _thresholds(*tabs_, x, b, c, copy.deepcopy(after), (q, m), T0[cand])
+        gains[i] = _pair_inputs(claims[x][cand], q, m, n, k) - before
+        per[i] = c.total / max(cand.size, 1)
+    c = FlopCounter()  # the r-rival check a refined pair no longer needs, per pair
+    _thresholds(*tabs_, r, b, c, copy.deepcopy(after), (q, m), np.full(cand.size, -2), T0[cand], True)
+    costs = np.maximum.accumulate(np.maximum(per - c.total / max(cand.size, 1), 1.0))  # FLOPs a pair's option adds
+    pair, opt = _hull_steps(gains, costs)
+    cum = np.zeros(pair.size)
+    prev = np.zeros(cand.size)
+    for s, (j, i) in enumerate(zip(pair, opt, strict=True)):  # each step's FLOPs: its option's less the last one's
+        cum[s], prev[j] = costs[i] - prev[j], costs[i]
+    cum = np.cumsum(cum)
+
+    def plan_of(L: int) -> np.ndarray:  # rivals [pairs]: a pair's later steps have more rivals
+        plan = np.zeros(qa.size, dtype=np.int64)
+        np.maximum.at(plan, cand[pair[:L]], np.array(menu, dtype=np.int64)[opt[:L]])
+        return plan
+
+    def run(L: int, c: FlopCounter, cc: dict) -> np.ndarray:
+        plan = plan_of(L)
+        T = np.full((n, n), -2, dtype=np.int64)
+        rest = np.nonzero(plan == 0)[0]
+        if rest.size:  # the r-rival thresholds T0 verified (nothing certified before)
+            q, m = qa[rest], ma[rest]
+            T[q, m] = _thresholds(*tabs_, r, b, c, cc, (q, m), np.full(rest.size, -2), T0[rest], True)
+        _run_plan(tabs_, T, qa, ma, b, plan, c, cc, claims)
+        return T
+
+    def cost_of(L: int) -> int:
+        c = FlopCounter()
+        run(L, c, copy.deepcopy(cache))
+        return c.total
+
+    good = _fit_prefix(cost_of, cum, budget) if pair.size else 0
+    start = counter.total
+    T = run(good, counter, cache)
+    if good and counter.total - start > budget:
+        raise AssertionError("the budgeted proof spent more than its budget")
+    return T
+
+
+def _fit_prefix(cost_of: Callable[[int], int], cum: np.ndarray, budget: float, rounds: int = BUDGET_ROUNDS) -> int:
+    """The longest prefix length L found (0..len(cum)) whose trial proof ``cost_of(L)`` counts at
+    most ``budget`` FLOPs, ``cum`` [K] the estimated cumulative FLOPs of the steps: the first guess
+    from the estimates, then corrected by the measured FLOPs per estimated FLOP, each guess aiming
+    1% lower than the last so that a fit is found even when every guess from the rate alone
+    overshoots by a little; at most ``rounds`` + 1 trials (the prover's search, uncounted)."""
+    base = cost_of(0)  # the r-rival proof alone
+    good, bad, rate = 0, len(cum) + 1, 1.0  # the longest prefix known to fit; the shortest known not to
+    for i in range(rounds if len(cum) and base < budget else 0):
+        aim = (budget - base) * (1.0 - 0.01 * i) / rate
+        L = min(max(int(np.searchsorted(cum, aim, side="right")), good + 1), bad - 1)
+        spent = cost_of(L)
+        good, bad = (max(good, L), bad) if spent <= budget else (good, min(bad, L))
+        if good + 1 >= bad:
+            break
+        rate = max(spent - base, 1) / cum[L - 1]  # measured FLOPs per estimated FLOP of the steps
+    return good
 
 
 def _pair_inputs(T: np.ndarray, q: np.ndarray, m: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -465,7 +618,19 @@ def _pair_inputs(T: np.ndarray, q: np.ndarray, m: np.ndarray, n: int, k: int) ->
 
 
 def _thresholds(
-    eqke, eqkp, evou, pvou, eupu, r: int, b: int, counter: FlopCounter, cache: dict, pairs=None, start=None
+    eqke,
+    eqkp,
+    evou,
+    pvou,
+    eupu,
+    r: int,
+    b: int,
+    counter: FlopCounter,
+    cache: dict,
+    pairs=None,
+    start=None,
+    guess=None,
+    claimed: bool = False,
 ) -> np.ndarray:
     """T [n, n] for every pair q <= m, or with ``pairs`` = (qs, ms) and ``start`` [p] (thresholds
     already certified for them) T [p] >= start for those pairs only. ``cache`` holds the n×n
@@ -591,7 +756,7 @@ def _thresholds(
         def ok0(T: np.ndarray, sel: np.ndarray) -> np.ndarray:
             return _decide(qterm[sel], valid[sel], counter, slack0[sel])
 
-        return _search(ok0, qs, ms, n, counter, start)
+        return _search(ok0, qs, ms, n, counter, start, guess, claimed)
     wm = weights(qs[:, None], ms[:, None], free[None])  # [p, f]
     ypd = Pd[:, :f] + Dd[:, None]  # [p, f, U]: Pd[i, o] + Dd[o]
     xm = ypd + Vm[:, None]
@@ -641,18 +806,26 @@ def _thresholds(
         counter.add(4 * best.size + 2 * acc.size, "check")
         return _decide(tot, valid[sel], counter, slack[sel])
 
-    return _search(ok, qs, ms, n, counter, start)
+    return _search(ok, qs, ms, n, counter, start, guess, claimed)
 
 
-def _search(ok, qs: np.ndarray, ms: np.ndarray, n: int, counter: FlopCounter, start) -> np.ndarray:
+def _search(
+    ok, qs: np.ndarray, ms: np.ndarray, n: int, counter: FlopCounter, start, guess=None, claimed: bool = False
+) -> np.ndarray:
     """``search_pairs`` over every pair, or for a subset with thresholds ``start`` [p] already
-    certified: the largest T >= start that ``ok`` passes, searched from start + 1 (the search not
-    counted, as in ``search_pairs``), and the pairs it raises checked once more, counted."""
+    certified (−2: none): the largest T >= start that ``ok`` passes, searched from ``guess`` [p]
+    (default start + 1; the search not counted, as in ``search_pairs``), or with ``claimed`` the
+    thresholds ``guess`` themselves (the prover's, found before), and the pairs above start
+    checked once more, counted."""
     if start is None:
         return search_pairs(ok, qs, ms, n, counter)
     idx = np.arange(qs.size)
-    with counter.uncounted():
-        found = largest_certified(ok, idx, ms, np.minimum(start + 1, ms - 1)) if idx.size else start
+    first = np.minimum(start + 1 if guess is None else guess, ms - 1)
+    if claimed:
+        found = first
+    else:
+        with counter.uncounted():
+            found = largest_certified(ok, idx, ms, first) if idx.size else start
     up_ = np.nonzero(found > start)[0]
     if up_.size and not np.all(ok(found[up_], up_)):
         raise AssertionError("a threshold found by the search failed its verification")
@@ -670,6 +843,7 @@ def prove_coupled(
     refine_outputs: int = REFINE_OUTPUTS,
     refine_top: int = REFINE_TOP,
     refine_pairs: int = REFINE_PAIRS,
+    flop_budget: float = FLOP_BUDGET,
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     d = resolve(dist, model.cfg.n, model.cfg.k)
@@ -684,6 +858,7 @@ def prove_coupled(
             refine_outputs=refine_outputs,
             refine_top=refine_top,
             refine_pairs=refine_pairs,
+            flop_budget=flop_budget,
             direct_offset=off,
             max_offset=b,
         ),
