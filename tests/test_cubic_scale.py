@@ -19,8 +19,8 @@ from maxk.proofs.cubic import RecheckPool, certified_sets, cubic_certified
 from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import prove
 
-from .helpers import max_like_model, random_model
-from .test_proofs_soundness import adversarial, assert_covers_only_correct
+from .helpers import max_like_model
+from .test_proofs_soundness import adversarial, assert_covers_only_correct, drawn_model
 
 
 @settings(max_examples=25, deadline=None)
@@ -37,9 +37,7 @@ from .test_proofs_soundness import adversarial, assert_covers_only_correct
 def test_options_certify_only_correct_inputs(n, k, seed, noise, adv, r, budget, dist):
     if dist == "distinct" and k > n:
         return
-    model = max_like_model(n, k, seed, noise) if seed % 3 else random_model(n=n, k=k, seed=seed, d_model=6, d_head=3)
-    if adv >= 0:
-        model = adversarial(model, adv)
+    model = drawn_model(n, k, seed, noise, adv)
     assert_covers_only_correct(model, enclosed_tables(model), dist, exact_outputs=r, exact_budget=budget)
 
 
@@ -69,9 +67,7 @@ def test_recheck_pools_certify_only_correct_inputs(n, k, seed, noise, adv, share
     at most share·core plus the dearest chunk."""
     if dist == "distinct" and k > n:
         return
-    model = max_like_model(n, k, seed, noise) if seed % 3 else random_model(n=n, k=k, seed=seed, d_model=6, d_head=3)
-    if adv >= 0:
-        model = adversarial(model, adv)
+    model = drawn_model(n, k, seed, noise, adv)
     pool = RecheckPool(share)
     assert_covers_only_correct(model, enclosed_tables(model), dist, pool=pool)
     assert pool.spent <= share * pool.core + pool.largest

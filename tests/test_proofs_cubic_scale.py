@@ -19,8 +19,8 @@ from maxk.proofs import enclose
 from maxk.proofs.cubic import MIX_BUCKETS, certified_sets
 from maxk.proofs.enclose import enclosed_tables
 
-from .helpers import max_like_model, random_model
-from .test_proofs_soundness import adversarial
+from .helpers import max_like_model
+from .test_proofs_soundness import adversarial, drawn_model
 
 SPECIAL = np.array([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.0, -1.0, 1e308, -1e308, np.inf, -np.inf])
 
@@ -133,14 +133,9 @@ def test_count_token_groups_is_count_tokens(name, k):
         ]
 
 
-def _model(n, k, seed, noise, adv):
-    model = max_like_model(n, k, seed, noise) if seed % 3 else random_model(n=n, k=k, seed=seed, d_model=6, d_head=3)
-    return adversarial(model, adv) if adv >= 0 else model
-
-
 # small random, max-like, noised and near-tied models: (n, k, seed, noise, adversarial rank)
 SMALL_MODELS = st.builds(
-    _model,
+    drawn_model,
     st.integers(3, 12),
     st.integers(2, 5),
     st.integers(0, 10**6),

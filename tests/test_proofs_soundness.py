@@ -42,6 +42,13 @@ def _margins(model) -> tuple[np.ndarray, np.ndarray]:
     return xs, lm - lg.max(axis=1)
 
 
+def drawn_model(n: int, k: int, seed: int, noise: float, adv: int) -> MaxKTransformer:
+    """The soundness tests' model: max-like (noised) for most seeds, random for a third, then
+    made adversarial (``adversarial(model, adv)``) when adv >= 0."""
+    model = max_like_model(n, k, seed, noise) if seed % 3 else random_model(n=n, k=k, seed=seed, d_model=6, d_head=3)
+    return adversarial(model, adv) if adv >= 0 else model
+
+
 def adversarial(model, which: int = 0) -> MaxKTransformer:
     """Perturb b_U so that the input with the ``which``-th smallest positive margin is (nearly)
     tied with its runner-up: its margin drops to float32 rounding of the old margin, either sign."""
@@ -170,9 +177,7 @@ def test_cubic_certifies_only_correct_inputs(n, k, seed, noise, adv, dist):
     n, k = min(n, 8), min(k, 4)
     if dist == "distinct" and k > n:
         return
-    model = max_like_model(n, k, seed, noise) if seed % 3 else random_model(n=n, k=k, seed=seed, d_model=6, d_head=3)
-    if adv >= 0:
-        model = adversarial(model, adv)
+    model = drawn_model(n, k, seed, noise, adv)
     tab = enclosed_tables(model)
     assert cubic_certified(tab, dist) == assert_covers_only_correct(model, tab, dist)
 
