@@ -100,8 +100,11 @@ def test_prove_frontier_traces_knobs_and_plots(model_file, tmp_path):
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert png.stat().st_size > 0
-    tops = [r["options"]["cubic_top"] for r in rows if r["method"] == "hybrid" and r["options"]]
+    hybrid = [r["options"] for r in rows if r["method"] == "hybrid" and r["options"]]
+    tops = [o["cubic_top"] for o in hybrid if "base_budget" not in o]
     assert tops == [1, 1, 2, 3, 4, 6]  # n = 8: the cheapest cubic options first, then 1, 2, 3, 4, 6 < n
+    on_budget = [(o["cubic_top"], o["cubic_pick"]) for o in hybrid if "base_budget" in o]
+    assert on_budget == [(t, "loss") for t in (1, 2, 3, 4, 6)] * 2  # on each budgeted base
     assert any(r["method"] == "cubic" and r["options"] for r in rows)
     correct = evaluate(model).correct
     assert all(r["certified"] <= correct for r in rows)

@@ -46,7 +46,9 @@ def _drawn_model(size, seed: int, model_kind, dist: str, big: int):
     return model, dist
 
 
-KNOBS = st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(list(C.ATTENTION)))
+KNOBS = st.tuples(
+    st.integers(0, 3), st.integers(0, 2), st.sampled_from(list(C.ATTENTION)), st.sampled_from(list(C.RIVAL_ORDERS))
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -61,8 +63,8 @@ def test_sound_on_random_and_noised_working_models(size, seed, model_kind, knobs
     """Random models, and models that compute max-of-k well (plus noise), so that most inputs
     are certified and soundness is tested where it matters."""
     model, dist = _drawn_model(size, seed, model_kind, dist, 10)
-    r, b, att = knobs
-    T = C.coupled_thresholds(model, exact_outputs=r, near_tokens=b, attention=att)
+    r, b, att, order = knobs
+    T = C.coupled_thresholds(model, exact_outputs=r, near_tokens=b, attention=att, rival_order=order)
     _check_covered_correct(model, T, dist)
 
 
@@ -107,6 +109,8 @@ def test_registered_with_options_and_clear_errors():
         prove(model, "subcubic-coupled", exact_outputs=-1)
     with pytest.raises(MaxkError, match="EQKE bound"):
         prove(model, "subcubic-coupled", attention="nope")
+    with pytest.raises(MaxkError, match="rival order"):
+        prove(model, "subcubic-coupled", exact_outputs=1, rival_order="nope")
     with pytest.raises(MaxkError, match="power-of-two"):
         prove(random_model(n=5, k=3, d_model=6, d_head=2, heads=3), "subcubic-coupled")
 

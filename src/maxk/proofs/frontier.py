@@ -51,6 +51,11 @@ COUPLED_PAIRS = (
 # r-rival proof's cost gives that proof
 COUPLED_BUDGETS = tuple(round(0.3 * 1.25**j, 4) for j in range(9))  # 0.3 .. 1.79
 COUPLED_BUDGET_RIVALS = 32
+# ... and, where that pass flattens (k = 10), every output a possible rival and one near token: every other rung
+COUPLED_NEAR_BUDGETS = COUPLED_BUDGETS[::2]
+# hybrid on a budgeted coupled base (these fractions of n³k², one near token), the cubic proof for the max
+# tokens where that base loses most per unit of cubic cost (cubic_pick="loss"), cubic_top = 1, 2, 3, 4, 6, ...
+HYBRID_BASE_BUDGETS = (COUPLED_BUDGETS[4], COUPLED_BUDGETS[8])
 
 
 def budget_scale(cfg: ModelConfig) -> int:
@@ -63,8 +68,10 @@ def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, di
     """(strategy, options) points of the frontier for a model of ``cfg``, cheapest family first:
     ``strategies`` (registered names) with defaults, subcubic-coupled with COUPLED_RIVALS,
     COUPLED_REFINE and COUPLED_PAIRS (rivals below n) and within the FLOP budgets COUPLED_BUDGETS ·
-    ``budget_scale(cfg)``, hybrid with cubic_top = 1 and the cheapest cubic options,
-    then cubic_top = 1, 2, 3, 4, 6, 8, 12, ... < n, and the cubic proof with the options of CUBIC_STEPS (when
+    ``budget_scale(cfg)`` (and COUPLED_NEAR_BUDGETS with every output a rival and one near token),
+    hybrid with cubic_top = 1 and the cheapest cubic options, then cubic_top = 1, 2, 3, 4, 6, 8, 12,
+    ... < n, on the default base and (cubic_pick "loss") on the budgeted bases HYBRID_BASE_BUDGETS,
+    and the cubic proof with the options of CUBIC_STEPS (when
     those strategies are among them)."""
     runs: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in strategies]
     if "subcubic-coupled" in strategies:  # more rivals checked exactly: between it and hybrid
@@ -92,10 +99,36 @@ def frontier_runs(cfg: ModelConfig, strategies: list[str]) -> list[tuple[str, di
             for f in COUPLED_BUDGETS
             if R > 0
         ]
+        runs += [
+            (
+                "subcubic-coupled",
+                {
+                    "refine_outputs": cfg.n - 1,
+                    "refine_top": cfg.n,
+                    "near_tokens": 1,
+                    "flop_budget": round(f * budget_scale(cfg)),
+                },
+            )
+            for f in COUPLED_NEAR_BUDGETS
+            if cfg.n > 1
+        ]
     if "hybrid" in strategies:  # the first step costs the full tables' enclosure: keep it cheap
         runs.append(("hybrid", {"cubic_top": 1, **CUBIC_STEPS[0]}))
         tops = sorted({t for j in range(cfg.n.bit_length()) for t in (1 << j, 3 << j) if t < cfg.n})
         runs += [("hybrid", {"cubic_top": t}) for t in tops]  # 1, 2, 3, 4, 6, 8, 12, ...
+        runs += [
+            (
+                "hybrid",
+                {
+                    "cubic_top": t,
+                    "cubic_pick": "loss",
+                    "base_budget": round(f * budget_scale(cfg)),
+                    "base_near_tokens": 1,
+                },
+            )
+            for f in HYBRID_BASE_BUDGETS
+            for t in tops
+        ]
     if "cubic" in strategies:
         runs += [("cubic", dict(o)) for o in CUBIC_STEPS]
     return runs

@@ -8,6 +8,16 @@ under ``uniform``) the cubic proof's certificate for m (``maxk.proofs.cubic.cert
 computed too and the larger of the two counts is kept. Each count is exact and sound for the
 inputs with max m, so their sum is a sound certified count.
 
+With ``base_budget`` = B > 0 the coupled base is its budgeted form (``subcubic-coupled`` with
+``flop_budget`` = B, every output a possible rival, ``refine_top`` = n; ``base_near_tokens`` its
+near tokens): the cubic proof then starts from a base near that argument's ceiling instead of
+its cheapest proof, so the frontier runs on from where the budgeted pass flattens.
+
+With ``cubic_pick`` = "loss" the cubic proof goes instead to the ``cubic_top`` max tokens where
+the base leaves the most inputs uncertified per unit of the cubic proof's cost there ((m + 1):
+its work for max m grows like m + 1), computed from the base's own counts: where a strong base
+loses is not at the top (any choice of max tokens is sound; the choice is not counted).
+
 The knob ``cubic_top`` traces the frontier between the subcubic proof (0) and the cubic proof
 (n): FLOPs grow about as the sum of (m+1)·n·k² over the top m, so doubling it roughly doubles
 the cubic part.
@@ -29,6 +39,7 @@ from .subcubic_coupled import coupled_thresholds
 
 COST = "O(n^2 d + n^2 k log n + top·n^2 k^2)"
 CUBIC_TOP = 8  # default number of max tokens (from the top) done by the cubic proof
+CUBIC_PICKS = ("top", "loss")  # which max tokens get the cubic proof, the default first
 COUPLED = "subcubic-coupled"  # the default base: the tightest subcubic thresholds (docs/proofs.md)
 
 
@@ -41,14 +52,25 @@ def hybrid_certified(
     base: str = COUPLED,
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
+    base_budget: float = 0.0,
+    base_near_tokens: int = 0,
+    cubic_pick: str = CUBIC_PICKS[0],
 ) -> int:
     """Certified count for ``dist``: per max token m, the subcubic variant ``base``'s count, or
     for the ``cubic_top`` largest m the larger of it and the cubic proof's (options
-    ``exact_outputs``, ``exact_budget`` as ``maxk.proofs.cubic.cubic_certified``)."""
+    ``exact_outputs``, ``exact_budget`` as ``maxk.proofs.cubic.cubic_certified``); the coupled
+    base within ``base_budget`` FLOPs (0: its default proof; the FLOPs counted so far included)
+    with ``base_near_tokens`` near tokens; ``cubic_pick`` "top" or "loss" (module docstring)."""
     c = counter if counter is not None else FlopCounter()
     variants = {v.name: v for v in SUBCUBIC_VARIANTS}
     if base not in (*variants, COUPLED):
         raise MaxkError(f"unknown subcubic base {base!r}: choose one of {', '.join((*variants, COUPLED))}")
+    if (base_budget or base_near_tokens) and base != COUPLED:
+        raise MaxkError(f"base_budget and base_near_tokens apply to the {COUPLED} base only, not {base!r}")
+    if cubic_pick not in CUBIC_PICKS:
+        raise MaxkError(f"unknown cubic_pick {cubic_pick!r}: choose one of {', '.join(CUBIC_PICKS)}")
+    if base_budget < 0:
+        raise MaxkError(f"base_budget must be >= 0, not {base_budget}")
     if cubic_top < 0:
         raise MaxkError(f"cubic_top must be at least 0, not {cubic_top}")
     n, k = model.cfg.n, model.cfg.k
@@ -56,7 +78,17 @@ def hybrid_certified(
     if base == COUPLED:
         T = split_thresholds(
             model,
-            lambda v, o, b: coupled_thresholds(v, c, strategy="hybrid", direct_offset=o, max_offset=b),
+            lambda v, o, b: coupled_thresholds(
+                v,
+                c,
+                near_tokens=base_near_tokens,
+                refine_outputs=n - 1 if base_budget else 0,
+                refine_top=n,
+                flop_budget=base_budget,
+                strategy="hybrid",
+                direct_offset=o,
+                max_offset=b,
+            ),
             c,
         )
     else:
@@ -69,10 +101,16 @@ def hybrid_certified(
     top = min(cubic_top, n)
     tab = enclosed_tables(model, c) if top else None
     budget = None if exact_budget < 0 else exact_budget
+    subs = [sum(d.count_below(k, m, q, int(T[q, m])) for q in range(m + 1) if T[q, m] >= -1) for m in range(n)]
+    if cubic_pick == "top":
+        picked = set(range(n - top, n))
+    else:  # the base's loss per unit of cubic cost, largest first (ties: the larger m)
+        lost = [sum(d.count_below(k, m, q, m - 1) for q in range(m + 1)) - subs[m] for m in range(n)]
+        picked = set(sorted(range(n), key=lambda m: (-lost[m] / (m + 1), -m))[:top])
     total = 0
     for m in range(n):
-        sub = sum(d.count_below(k, m, q, int(T[q, m])) for q in range(m + 1) if T[q, m] >= -1)
-        if tab is not None and m >= n - top:
+        sub = subs[m]
+        if tab is not None and m in picked:
             sets = certified_sets if tab.n_heads == 1 else multi_head_sets
             cert = sets(tab, m, d, c, exact_outputs=exact_outputs, exact_budget=budget)
             sub = max(sub, cert.count(c))
@@ -89,10 +127,22 @@ def prove_hybrid(
     base: str = COUPLED,
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
+    base_budget: float = 0.0,
+    base_near_tokens: int = 0,
+    cubic_pick: str = CUBIC_PICKS[0],
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     if exact_outputs < 1:
         raise MaxkError(f"exact_outputs must be at least 1, not {exact_outputs}")
     return hybrid_certified(
-        model, dist, counter, cubic_top=cubic_top, base=base, exact_outputs=exact_outputs, exact_budget=exact_budget
+        model,
+        dist,
+        counter,
+        cubic_top=cubic_top,
+        base=base,
+        exact_outputs=exact_outputs,
+        exact_budget=exact_budget,
+        base_budget=base_budget,
+        base_near_tokens=base_near_tokens,
+        cubic_pick=cubic_pick,
     )

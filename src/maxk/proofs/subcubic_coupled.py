@@ -19,8 +19,10 @@ counting, and tightens the check:
   less there, and nothing certified changes on the models measured); "full" the whole product,
   O(n²·dh) like the EVOU table; "keydir", "svd" the low-rank bounds of ``maxk.proofs.lowrank``.
 * **outputs**: the check runs per column, each a set of outputs with its own D, V and P terms:
-  a candidate set C of single outputs — with ``exact_outputs`` = r >= 1, the query's largest
-  EVOU output and the r largest of EVOU[m] (rows sorted once, not per pair) — and two columns
+  a candidate set C of single outputs — with ``exact_outputs`` = r >= 1, r outputs per pair
+  chosen by ``maxk.proofs.rivals.greedy_rivals`` (option ``rival_order``, default "greedy": the
+  term maxima whose removal lowers the outside columns most, weighted by the attention each
+  term carries), or ("evou") the query's largest EVOU output and the r largest of EVOU[m] — and two columns
   for the outputs outside C below m and above m, whose terms are each row's maximum there (the
   first of the row's stored r + 3 largest entries on that side outside C ∪ {m}, else the
   smaller of the last stored value and the row's maximum over the side); PVOU's term on those
@@ -87,6 +89,7 @@ from .common import require_single_head
 from .enclose import ETA, EXP_REL, Interval, U, down, exp, mul_upper, up
 from .head_split import split_thresholds
 from .lowrank import eqke_meandiff, eqke_svd, qk_pieces
+from .rivals import RIVAL_ORDERS, RivalCache
 from .subcubic import FINITE, _exp_up, count_certified, largest_certified, margin_up, search_pairs, side_margins_up
 
 __all__ = [
@@ -99,6 +102,7 @@ __all__ = [
     "FLOP_BUDGET",
     "REFINE_PAIRS",
     "REFINE_TOP",
+    "RIVAL_ORDERS",
     "coupled_thresholds",
     "prove_coupled",
 ]
@@ -375,6 +379,7 @@ def coupled_thresholds(
     refine_top: int = REFINE_TOP,
     refine_pairs: int = REFINE_PAIRS,
     flop_budget: float = FLOP_BUDGET,
+    rival_order: str = RIVAL_ORDERS[0],
     strategy: str = "subcubic-coupled",
     direct_offset: np.ndarray | None = None,
     max_offset: np.ndarray | None = None,
@@ -386,7 +391,8 @@ def coupled_thresholds(
     ``refine_outputs`` = R > r, the pairs of the ``refine_top`` largest max tokens (most inputs)
     not yet at T = m − 1 searched on upward with R rivals checked exactly (with ``flop_budget``
     > 0, only the pairs and rival counts that gain most inputs per check within what is left of
-    that many FLOPs, counted on ``counter``, for the whole proof). ``direct_offset``
+    that many FLOPs, counted on ``counter``, for the whole proof). ``rival_order`` picks the
+    rivals ("greedy" or "evou": ``maxk.proofs.rivals``; the prover's choice). ``direct_offset``
     [n_q, n_max] (floats, optional) is added to the direct term EUPU[q, o] − EUPU[q, m] of every
     output o of pair (q, m), so the check certifies margin > offset (``maxk.proofs.head_split``);
     ``max_offset`` [n_max, n_out] (optional, diagonal ignored) adds b[m, o] to it too, exactly
@@ -404,6 +410,8 @@ def coupled_thresholds(
         )
     if flop_budget < 0 or (flop_budget and refine_pairs):
         raise MaxkError(f"flop_budget must be >= 0 and not set with refine_pairs, not {flop_budget}, {refine_pairs}")
+    if rival_order not in RIVAL_ORDERS:
+        raise MaxkError(f"unknown rival order {rival_order!r}: choose one of {', '.join(RIVAL_ORDERS)}")
     if attention not in ATTENTION:
         raise MaxkError(f"unknown EQKE bound {attention!r}: choose one of {', '.join(ATTENTION)}")
     # every table as one float product chain with an a-priori rounding bound (maxk.proofs.chain)
@@ -430,6 +438,8 @@ def coupled_thresholds(
             if key == "max_offset":
                 np.fill_diagonal(off, 0.0)
             cache[key] = off
+    if rival_order == "greedy":
+        cache["rivals"] = RivalCache((eqke, eqkp, evou, eupu), n, cache.get("max_offset"))
     given = [cache[key] for key, _ in offsets if key in cache]
     # the offsets add at most two plain-float operations to a value term (Dd + c + bs, col − bs),
     # each erring by u·(2S + Σ|offset|) at most: S -> 4(S + Σ|offset|) in the slack covers them
@@ -542,6 +552,9 @@ def _budgeted(
     cand = np.nonzero((ma >= n - top) & (T0 < ma - 1))[0]
     menu = _menu(r, R)
     q, m = qa[cand], ma[cand]
+    if "rivals" in cache:  # every rival order the menu reads, found once and shared by the copies
+        cache["rivals"].get(q, m, R)
+        after["rivals"] = copy.deepcopy(cache["rivals"])
     before = _pair_inputs(T0[cand], q, m, n, k)
     gains, per = np.zeros((len(menu), cand.size)), np.zeros(len(menu))
     claims = {}  # rival count -> the thresholds found [every pair] (T0 outside the candidates)
@@ -652,9 +665,13 @@ def _thresholds(
     ev_rows, eu_rows = (None, None) if pairs is None else (np.unique(np.concatenate([qs, ms])), np.unique(qs))
     ev_i, ev_v = _cached_tops(cache, "evtops", evou, R, ev_rows, counter) if r else (empty, empty.astype(float))
     eu_i, eu_v = _cached_tops(cache, "eutops", eupu, R, eu_rows, counter) if r else (empty, empty.astype(float))
-    # candidate outputs per pair: the query's largest EVOU output and the r largest of EVOU[m]
-    # (duplicates change nothing; one equal to m is skipped)
-    cand = np.concatenate([ev_i[qs, : min(r, 1)], ev_i[ms, :r]], axis=1)  # [p, C]
+    # candidate outputs per pair [p, C]: the prover's greedy choice (maxk.proofs.rivals), or the
+    # query's largest EVOU output and the r largest of EVOU[m] (duplicates change nothing; one
+    # equal to m is skipped)
+    if r and "rivals" in cache:
+        cand = cache["rivals"].get(qs, ms, r)
+    else:
+        cand = np.concatenate([ev_i[qs, : min(r, 1)], ev_i[ms, :r]], axis=1)
     excl = np.concatenate([cand, ms[:, None]], axis=1)
     # columns: the candidates, then the outputs outside them below m and above m
     valid = np.concatenate([cand != ms[:, None], (ms > 0)[:, None], (ms < n - 1)[:, None]], axis=1)  # [p, U]
@@ -844,6 +861,7 @@ def prove_coupled(
     refine_top: int = REFINE_TOP,
     refine_pairs: int = REFINE_PAIRS,
     flop_budget: float = FLOP_BUDGET,
+    rival_order: str = RIVAL_ORDERS[0],
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``."""
     d = resolve(dist, model.cfg.n, model.cfg.k)
@@ -859,6 +877,7 @@ def prove_coupled(
             refine_top=refine_top,
             refine_pairs=refine_pairs,
             flop_budget=flop_budget,
+            rival_order=rival_order,
             direct_offset=off,
             max_offset=b,
         ),
