@@ -39,12 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..circuits import CircuitTables
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from .enclose import ETA, Interval, U, add, attn_scale_interval, down, gamma, point, up
+from .enclose import ETA, Interval, IntervalTables, U, add, attn_scale_interval, down, gamma, point, up
 from .lowrank import matmul_cs
 
-__all__ = ["HeadTables", "banded_qk", "chain_enclosure", "head_tables", "magnitude"]
+__all__ = ["HeadTables", "banded_qk", "chain_enclosure", "chain_interval_tables", "head_tables", "magnitude"]
 
 
 def _order(factors: list[np.ndarray]) -> dict[tuple[int, int], int]:
@@ -173,6 +174,19 @@ def head_tables(model, counter: FlopCounter | None = None, *, eqke_cut: float | 
     c = counter if counter is not None else FlopCounter()
     with np.errstate(all="ignore"):  # an overflow is refused by chain_enclosure
         return _head_tables(model, c, eqke_cut)
+
+
+def chain_interval_tables(model, counter: FlopCounter | None = None) -> IntervalTables:
+    """The one-head model's circuit tables as ``IntervalTables`` from ``head_tables`` (full EQKE;
+    one a-priori radius per product chain) instead of interval products: what the cubic proof
+    reads, for about a third of ``enclosed_tables``' FLOPs (n = 64, k = 4: 1.3·10⁶ against
+    4.2·10⁶). MaxkError for a model with several heads. Cost: ``head_tables``'."""
+    if model.cfg.n_heads != 1:
+        raise MaxkError(f"chain tables are one head's; this model has {model.cfg.n_heads}")
+    t = head_tables(model, counter)
+    lo = CircuitTables(model.cfg, t.eqke.lo[None], t.eqkp.lo[None], t.evou.lo[None], t.pvou.lo[None], t.eupu.lo)
+    hi = CircuitTables(model.cfg, t.eqke.hi[None], t.eqkp.hi[None], t.evou.hi[None], t.pvou.hi[None], t.eupu.hi)
+    return IntervalTables(model.cfg, lo, hi)
 
 
 def _scan(x: np.ndarray, counter: FlopCounter) -> np.ndarray:

@@ -22,7 +22,8 @@ The knob ``cubic_top`` traces the frontier between the subcubic proof (0) and th
 (n): FLOPs grow about as the sum of (m+1)·n·k² over the top m, so doubling it roughly doubles
 the cubic part.
 
-Cost: the subcubic proof's, plus for cubic_top > 0 the enclosed tables (O(n²·d·dh)) and
+Cost: the subcubic proof's, plus for cubic_top > 0 the enclosed tables (O(n²·d·dh); one head:
+``maxk.proofs.chain.chain_interval_tables``) and
 O(n·k²·(m+1)·(r + budget + log n)) per top max token m.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
+from .chain import chain_interval_tables
 from .cubic import EXACT_BUDGET, EXACT_OUTPUTS, certified_sets, multi_head_sets
 from .enclose import enclosed_tables
 from .head_split import split_thresholds
@@ -99,7 +101,8 @@ def hybrid_certified(
             c,
         )
     top = min(cubic_top, n)
-    tab = enclosed_tables(model, c) if top else None
+    # one head: the chain tables (a third of enclosed_tables' FLOPs; the same cubic counts measured)
+    tab = None if not top else chain_interval_tables(model, c) if model.cfg.n_heads == 1 else enclosed_tables(model, c)
     budget = None if exact_budget < 0 else exact_budget
     subs = [sum(d.count_below(k, m, q, int(T[q, m])) for q in range(m + 1) if T[q, m] >= -1) for m in range(n)]
     if cubic_pick == "top":
