@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from maxk import checkpoint
 from maxk.cli import main
 from maxk.exact import evaluate
-from maxk.proofs.registry import STRATEGIES
+from maxk.proofs.registry import STRATEGIES, prove
 
 from .helpers import max_like_model, random_model
 
@@ -114,3 +114,34 @@ def test_frontier_needs_strategy_all(model_file):
     _, path = model_file
     res = _run("prove", path, "--frontier")
     assert res.exit_code == 2 and "--frontier needs --strategy all" in res.output
+
+
+def test_prove_takes_the_strategy_options_typed(model_file):
+    model, path = model_file
+    res = _run("prove", path, "--strategy", "subcubic-coupled", "-o", "exact_outputs=2", "--option", "rival_order=evou")
+    assert res.exit_code == 0, res.output
+    want = prove(model, "subcubic-coupled", exact_outputs=2, rival_order="evou")
+    assert res.stdout.startswith("subcubic-coupled exact_outputs=2 rival_order=evou: ")
+    assert f"({want.certified:,} of" in res.stdout
+    res = _run("prove", path, "--strategy", "hybrid", "-o", "base_budget=2e4", "-o", "cubic_top=1", "--json")
+    obj = json.loads(res.stdout)
+    assert obj["options"] == {"base_budget": 20000.0, "cubic_top": 1}
+    assert obj["certified"] == prove(model, "hybrid", base_budget=2e4, cubic_top=1).certified
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "exact_outputs=2.5"], "option exact_outputs wants an integer, not '2.5'"),
+        (["-o", "flop_budget=lots"], "option flop_budget wants a number, not 'lots'"),
+        (["-o", "exact_outputs"], "--option wants KEY=VALUE, not 'exact_outputs'"),
+        (["-o", "budget=3"], "'subcubic-coupled' does not take option budget (it takes attention,"),
+        (["-o", "rival_order=best"], "unknown rival order 'best'"),
+        (["--strategy", "all", "-o", "exact_outputs=2"], "--option needs one --strategy, not 'all'"),
+    ],
+)
+def test_bad_options_are_one_line_errors(model_file, args, message):
+    _, path = model_file
+    strategy = [] if "--strategy" in args else ["--strategy", "subcubic-coupled"]
+    res = _run("prove", path, *strategy, *args)
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr

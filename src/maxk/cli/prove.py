@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import click
 
 from .. import checkpoint
@@ -15,6 +18,47 @@ from ..sampling import evaluate_sampled
 from ._app import dist_option, echo_json, list_option, main
 
 _KEYS = ("method", "bound", "certified", "n_sequences", "flops", "seconds", "cost", "dist")
+
+
+def strategy_options(name: str, pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs as keyword options of strategy ``name``, each value read as
+    the option's declared type (its annotation: bool, int, float or str; an int option takes
+    1e6-style integers too). MaxkError, one line, for a malformed pair, an option the strategy
+    does not declare, or a value of the wrong type. Cost O(pairs)."""
+    method = STRATEGIES.get(name)
+    params = inspect.signature(method.run).parameters
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise MaxkError(f"--option wants KEY=VALUE, not {pair!r}")
+        if key not in method.options:
+            takes = f" (it takes {', '.join(sorted(method.options))})" if method.options else ""
+            raise MaxkError(f"{name!r} does not take option {key}{takes}")
+        out[key] = _typed(key, raw, str(params[key].annotation))
+    return out
+
+
+_KINDS = {"bool": "true or false", "int": "an integer", "float": "a number"}
+
+
+def _typed(key: str, raw: str, kind: str) -> Any:
+    """``raw`` read as ``kind`` (an annotation's text: "bool", "int", "float"; else the string)."""
+    try:
+        if kind == "bool":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if kind == "int":
+            x = float(raw)
+            if not x.is_integer():
+                raise ValueError(raw)
+            return int(x)
+        if kind == "float":
+            return float(raw)
+    except (ValueError, OverflowError):
+        raise MaxkError(f"option {key} wants {_KINDS[kind]}, not {raw!r}") from None
+    return raw
 
 
 def _true_accuracy(model, dist: str) -> tuple[float, str]:
@@ -49,8 +93,17 @@ def _true_accuracy(model, dist: str) -> tuple[float, str]:
     help="with --strategy all: also the knob settings between subcubic and cubic (hybrid, cheaper cubic); "
     "the plot draws the Pareto frontier",
 )
+@click.option(
+    "--option",
+    "-o",
+    "option_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="an option of the strategy, repeatable (e.g. -o flop_budget=1.7e6; `maxk prove --list` names "
+    "the strategies, docs/proofs.md their options)",
+)
 @list_option(STRATEGIES, "list the strategies and exit")
-def prove_cmd(model_path, strategy, dist, as_json, plot_path, frontier) -> None:
+def prove_cmd(model_path, strategy, dist, as_json, plot_path, frontier, option_pairs) -> None:
     """Prove a lower bound on MODEL's accuracy.
 
     The bound holds for the exact real-number model with the checkpoint's weights: every
@@ -60,6 +113,11 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path, frontier) -> None:
         raise click.UsageError("missing argument MODEL")
     if frontier and strategy != "all":
         raise MaxkError("--frontier needs --strategy all")
+    if option_pairs and strategy == "all":
+        raise MaxkError("--option needs one --strategy, not 'all'")
+    if strategy != "all" and strategy not in STRATEGIES:
+        raise MaxkError(f"unknown proof strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} or 'all'")
+    options = strategy_options(strategy, option_pairs) if option_pairs else {}
     model = checkpoint.load(model_path)
     if frontier:
         results = _frontier(model, dist)
@@ -69,22 +127,23 @@ def prove_cmd(model_path, strategy, dist, as_json, plot_path, frontier) -> None:
         results = prove_all(model, dist)
         if not results:
             raise MaxkError("no proof strategy supports this model")
-    elif strategy in STRATEGIES:
-        results = [prove(model, strategy, dist)]
     else:
-        raise MaxkError(f"unknown proof strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} or 'all'")
+        results = [prove(model, strategy, dist, **options)]
     if plot_path is not None:
         acc, label = _true_accuracy(model, dist)
         cfg = model.cfg
         plot_frontier(results, acc, plot_path, f"{model_path}: n={cfg.n} k={cfg.k} ({dist})", label, frontier)
-    rows = [{k: r.to_dict()[k] for k in _KEYS} | ({"options": r.options} if frontier else {}) for r in results]
+    rows = [
+        {k: r.to_dict()[k] for k in _KEYS} | ({"options": r.options} if frontier or r.options else {}) for r in results
+    ]
     if as_json:
         echo_json(rows if strategy == "all" else rows[0])
         return
     if strategy != "all":
         r = results[0]
+        opts = "".join(f" {k}={v}" for k, v in sorted(r.options.items()))
         click.echo(
-            f"{r.method}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
+            f"{r.method}{opts}: accuracy >= {r.bound:.6f} ({r.certified:,} of {r.n_sequences:,} inputs, {dist}); "
             f"{r.flops:.3g} FLOPs, {r.seconds:.2f} s, cost {r.cost}"
         )
     else:
