@@ -16,9 +16,11 @@ from maxk.circuits import circuit_tables
 from maxk.errors import MaxkError
 from maxk.exact import evaluate
 from maxk.flops import FlopCounter
-from maxk.proofs.chain import chain_interval_tables
+from maxk.proofs.chain import as_interval_tables, chain_interval_tables, head_tables
+from maxk.proofs.cubic import EXACT_OUTPUTS, certified_sets
 from maxk.proofs.enclose import IntervalTables, enclosed_tables
 from maxk.proofs.registry import prove
+from maxk.proofs.subcubic_coupled import EQKE_CUT
 
 from .helpers import max_like_model, random_model
 from .test_proofs_soundness import assert_covers_only_correct, drawn_model
@@ -99,3 +101,17 @@ def test_the_chain_tables_give_the_cubic_count_of_the_interval_tables_on_the_shi
     assert chain.total < interval.total / 3
     with pytest.raises(MaxkError, match="one head"):
         chain_interval_tables(random_model(n=5, k=3, d_model=6, d_head=2, heads=2))
+
+
+@pytest.mark.parametrize("dist", ["uniform", "distinct"])
+def test_the_one_head_hybrid_counts_its_tables_once(dist):
+    """With the coupled base, the cubic part reads the base's own tables: one more max token
+    costs exactly that token's cubic certificate and its count, nothing for tables."""
+    model = max_like_model(10, 3, 1, 0.1)
+    n = model.cfg.n
+    h0, h1 = (prove(model, "hybrid", dist, cubic_top=t) for t in (0, 1))
+    tab = as_interval_tables(model.cfg, head_tables(model, eqke_cut=EQKE_CUT))
+    c = FlopCounter()
+    cert = certified_sets(tab, n - 1, dist, c, exact_outputs=EXACT_OUTPUTS)
+    cert.count(c)
+    assert (h1.flops or 0) - (h0.flops or 0) == c.total > 0

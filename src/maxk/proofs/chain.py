@@ -40,12 +40,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..circuits import CircuitTables
+from ..config import ModelConfig
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from .enclose import ETA, Interval, IntervalTables, U, add, attn_scale_interval, down, gamma, point, up
 from .lowrank import matmul_cs
 
-__all__ = ["HeadTables", "banded_qk", "chain_enclosure", "chain_interval_tables", "head_tables", "magnitude"]
+__all__ = [
+    "HeadTables",
+    "as_interval_tables",
+    "banded_qk",
+    "chain_enclosure",
+    "chain_interval_tables",
+    "head_tables",
+    "magnitude",
+]
 
 
 def _order(factors: list[np.ndarray]) -> dict[tuple[int, int], int]:
@@ -183,10 +192,15 @@ def chain_interval_tables(model, counter: FlopCounter | None = None) -> Interval
     4.2·10⁶). MaxkError for a model with several heads. Cost: ``head_tables``'."""
     if model.cfg.n_heads != 1:
         raise MaxkError(f"chain tables are one head's; this model has {model.cfg.n_heads}")
-    t = head_tables(model, counter)
-    lo = CircuitTables(model.cfg, t.eqke.lo[None], t.eqkp.lo[None], t.evou.lo[None], t.pvou.lo[None], t.eupu.lo)
-    hi = CircuitTables(model.cfg, t.eqke.hi[None], t.eqkp.hi[None], t.evou.hi[None], t.pvou.hi[None], t.eupu.hi)
-    return IntervalTables(model.cfg, lo, hi)
+    return as_interval_tables(model.cfg, head_tables(model, counter))
+
+
+def as_interval_tables(cfg: ModelConfig, t: HeadTables) -> IntervalTables:
+    """One head's ``HeadTables`` (any EQKE bound) as the ``IntervalTables`` the cubic proof reads.
+    Cost: none (views)."""
+    lo = CircuitTables(cfg, t.eqke.lo[None], t.eqkp.lo[None], t.evou.lo[None], t.pvou.lo[None], t.eupu.lo)
+    hi = CircuitTables(cfg, t.eqke.hi[None], t.eqkp.hi[None], t.evou.hi[None], t.pvou.hi[None], t.eupu.hi)
+    return IntervalTables(cfg, lo, hi)
 
 
 def _scan(x: np.ndarray, counter: FlopCounter) -> np.ndarray:

@@ -23,7 +23,8 @@ The knob ``cubic_top`` traces the frontier between the subcubic proof (0) and th
 the cubic part.
 
 Cost: the subcubic proof's, plus for cubic_top > 0 the enclosed tables (O(n²·d·dh); one head:
-``maxk.proofs.chain.chain_interval_tables``) and
+``maxk.proofs.chain.chain_interval_tables``, or with the coupled base its own tables, no extra
+cost) and
 O(n·k²·(m+1)·(r + budget + log n)) per top max token m.
 """
 
@@ -32,12 +33,13 @@ from __future__ import annotations
 from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from .chain import chain_interval_tables
+from ..registry import Refused
+from .chain import as_interval_tables, chain_interval_tables, head_tables
 from .cubic import EXACT_BUDGET, EXACT_OUTPUTS, certified_sets, multi_head_sets
 from .enclose import enclosed_tables
 from .head_split import split_thresholds
-from .subcubic import SUBCUBIC_VARIANTS, subcubic_thresholds
-from .subcubic_coupled import coupled_thresholds
+from .subcubic import FINITE, SUBCUBIC_VARIANTS, subcubic_thresholds
+from .subcubic_coupled import EQKE_CUT, coupled_thresholds
 
 COST = "O(n^2 d + n^2 k log n + top·n^2 k^2)"
 CUBIC_TOP = 8  # default number of max tokens (from the top) done by the cubic proof
@@ -77,12 +79,19 @@ def hybrid_certified(
         raise MaxkError(f"cubic_top must be at least 0, not {cubic_top}")
     n, k = model.cfg.n, model.cfg.k
     d = resolve(dist, n, k)
+    shared = None  # one head, coupled base: its tables serve the cubic part too (same counts measured)
+    if base == COUPLED and model.cfg.n_heads == 1:
+        try:
+            shared = head_tables(model, c, eqke_cut=EQKE_CUT)
+        except MaxkError as e:
+            raise Refused(FINITE, str(e)) from e
     if base == COUPLED:
         T = split_thresholds(
             model,
             lambda v, o, b: coupled_thresholds(
                 v,
                 c,
+                tables=shared,
                 near_tokens=base_near_tokens,
                 refine_outputs=n - 1 if base_budget else 0,
                 refine_top=n,
@@ -101,8 +110,14 @@ def hybrid_certified(
             c,
         )
     top = min(cubic_top, n)
-    # one head: the chain tables (a third of enclosed_tables' FLOPs; the same cubic counts measured)
-    tab = None if not top else chain_interval_tables(model, c) if model.cfg.n_heads == 1 else enclosed_tables(model, c)
+    # one head: the chain tables (a third of enclosed_tables' FLOPs; the same cubic counts measured),
+    # the coupled base's own when it has them
+    if not top:
+        tab = None
+    elif shared is not None:
+        tab = as_interval_tables(model.cfg, shared)
+    else:
+        tab = chain_interval_tables(model, c) if model.cfg.n_heads == 1 else enclosed_tables(model, c)
     budget = None if exact_budget < 0 else exact_budget
     subs = [sum(d.count_below(k, m, q, int(T[q, m])) for q in range(m + 1) if T[q, m] >= -1) for m in range(n)]
     if cubic_pick == "top":

@@ -84,7 +84,7 @@ from ..distributions import Distribution, resolve
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..registry import Refused
-from .chain import head_tables
+from .chain import HeadTables, head_tables
 from .common import require_single_head
 from .enclose import ETA, EXP_REL, Interval, U, down, exp, mul_upper, up
 from .head_split import split_thresholds
@@ -383,6 +383,7 @@ def coupled_thresholds(
     strategy: str = "subcubic-coupled",
     direct_offset: np.ndarray | None = None,
     max_offset: np.ndarray | None = None,
+    tables: HeadTables | None = None,
 ) -> np.ndarray:
     """T [n_q, n_max]: per (q, m) with q <= m the largest certified threshold (−1: only the
     inputs whose free positions all hold m, −2: none), with ``exact_outputs`` = r (the max's r
@@ -397,7 +398,8 @@ def coupled_thresholds(
     output o of pair (q, m), so the check certifies margin > offset (``maxk.proofs.head_split``);
     ``max_offset`` [n_max, n_out] (optional, diagonal ignored) adds b[m, o] to it too, exactly
     with a max copy's value EVOU[m, o] − EVOU[m, m] (and a query's equal to the max) and as its
-    column's maximum elsewhere.
+    column's maximum elsewhere. ``tables``: the model's ``head_tables`` when the caller has them
+    (with ``eqke_cut=EQKE_CUT`` for the "band" bound), not computed and counted again.
     Cost in the module docstring."""
     c = counter if counter is not None else FlopCounter()
     require_single_head(model, strategy)
@@ -417,7 +419,8 @@ def coupled_thresholds(
     # every table as one float product chain with an a-priori rounding bound (maxk.proofs.chain)
     with np.errstate(all="ignore"):  # an overflow is refused below
         try:
-            tabs = head_tables(model, c, eqke_cut=EQKE_CUT if attention == "band" else None)
+            cut = EQKE_CUT if attention == "band" else None
+            tabs = tables if tables is not None else head_tables(model, c, eqke_cut=cut)
         except MaxkError as e:
             raise Refused(FINITE, str(e)) from e
     eqke, eqkp, evou, pvou, eupu = tabs.eqke, tabs.eqkp, tabs.evou, tabs.pvou, tabs.eupu
