@@ -20,16 +20,13 @@ from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import prove
 
 from .helpers import max_like_model
-from .test_proofs_soundness import adversarial, assert_covers_only_correct, drawn_model
+from .test_proofs_soundness import DRAWN, adversarial, assert_covers_only_correct, drawn_model
 
 
 @settings(max_examples=25, deadline=None)
 @given(
-    n=st.integers(3, 9),
-    k=st.integers(2, 4),
-    seed=st.integers(0, 10**6),
+    **DRAWN,
     noise=st.sampled_from([0.0, 0.02, 0.1]),
-    adv=st.integers(-1, 1),
     r=st.integers(1, 3),
     budget=st.sampled_from([None, 0.0, 0.5]),
     dist=st.sampled_from(["uniform", "distinct"]),
@@ -53,11 +50,8 @@ def test_more_exact_work_never_lowers_the_bound(noise):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    n=st.integers(3, 9),
-    k=st.integers(2, 4),
-    seed=st.integers(0, 10**6),
+    **DRAWN,
     noise=st.sampled_from([0.0, 0.05, 0.2]),
-    adv=st.integers(-1, 1),
     share=st.sampled_from([0.0, 0.002, 0.02, 0.12]),
     dist=st.sampled_from(["uniform", "distinct"]),
 )

@@ -42,6 +42,10 @@ def _margins(model) -> tuple[np.ndarray, np.ndarray]:
     return xs, lm - lg.max(axis=1)
 
 
+# hypothesis draws for ``drawn_model`` (with a noise level of the test's choosing)
+DRAWN = dict(n=st.integers(3, 9), k=st.integers(2, 4), seed=st.integers(0, 10**6), adv=st.integers(-1, 1))
+
+
 def drawn_model(n: int, k: int, seed: int, noise: float, adv: int) -> MaxKTransformer:
     """The soundness tests' model: max-like (noised) for most seeds, random for a third, then
     made adversarial (``adversarial(model, adv)``) when adv >= 0."""

@@ -123,7 +123,7 @@ def hybrid_certified(
     if cubic_pick == "top":
         picked = set(range(n - top, n))
     else:  # the base's loss per unit of cubic cost, largest first (ties: the larger m)
-        lost = [sum(d.count_below(k, m, q, m - 1) for q in range(m + 1)) - subs[m] for m in range(n)]
+        lost = [d.count_with_max(n, k, m) - subs[m] for m in range(n)]
         picked = set(sorted(range(n), key=lambda m: (-lost[m] / (m + 1), -m))[:top])
     total = 0
     for m in range(n):
