@@ -607,20 +607,29 @@ def _budgeted(
 
 def _fit_prefix(cost_of: Callable[[int], int], cum: np.ndarray, budget: float, rounds: int = BUDGET_ROUNDS) -> int:
     """The longest prefix length L found (0..len(cum)) whose trial proof ``cost_of(L)`` counts at
-    most ``budget`` FLOPs, ``cum`` [K] the estimated cumulative FLOPs of the steps: the first guess
-    from the estimates, then corrected by the measured FLOPs per estimated FLOP, each guess aiming
-    1% lower than the last so that a fit is found even when every guess from the rate alone
-    overshoots by a little; at most ``rounds`` + 1 trials (the prover's search, uncounted)."""
+    most ``budget`` FLOPs, ``cum`` [K] the estimated cumulative FLOPs of the steps. The cost is
+    modelled as base + setup + rate·cum[L − 1]: first setup 0 and rate 1, then rate and setup
+    from the last two trials with refined steps (one such trial: setup 0), each guess aiming 1%
+    lower than the last so that a fit is found from above; at most ``rounds`` + 1 trials (the
+    prover's search, uncounted)."""
     base = cost_of(0)  # the r-rival proof alone
-    good, bad, rate = 0, len(cum) + 1, 1.0  # the longest prefix known to fit; the shortest known not to
+    good, bad = 0, len(cum) + 1  # the longest prefix known to fit; the shortest known not to
+    rate, setup = 1.0, 0.0
+    seen: list[tuple[float, int]] = []  # (cum[L − 1], FLOPs beyond the base) of the trials with L >= 1
     for i in range(rounds if len(cum) and base < budget else 0):
-        aim = (budget - base) * (1.0 - 0.01 * i) / rate
+        aim = (budget - base - setup) * (1.0 - 0.01 * i) / rate
         L = min(max(int(np.searchsorted(cum, aim, side="right")), good + 1), bad - 1)
         spent = cost_of(L)
         good, bad = (max(good, L), bad) if spent <= budget else (good, min(bad, L))
         if good + 1 >= bad:
             break
-        rate = max(spent - base, 1) / cum[L - 1]  # measured FLOPs per estimated FLOP of the steps
+        seen.append((float(cum[L - 1]), spent - base))
+        (x0, y0), (x1, y1) = seen[-2:] if len(seen) > 1 else ((0.0, 0), seen[-1])
+        slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 0.0
+        if len(seen) > 1 and slope > 0:  # the secant through the last two trials
+            rate, setup = slope, max(y1 - slope * x1, 0.0)
+        else:  # measured FLOPs per estimated FLOP of the steps
+            rate, setup = max(y1, 1) / x1, 0.0
     return good
 
 
