@@ -4,10 +4,12 @@ For each (k, n) of ``--grid`` (default: k = 4 with n = 64, 128, 256, 512; n = 64
 20; and the paper's (20, 512)), on the recipe-trained model (seed 0, d_model = d_head = 32,
 cached), runs ``prove(model, "cubic", exact_budget=B, recheck_share=S)`` for each S of
 ``--shares`` (default: -1, no limit: every open case that can change the count rechecked
-exactly; and 0.12, the default option: the exact rechecks' FLOPs at most 12% of the rest's,
+exactly; and 0.14, the default option: the exact rechecks' FLOPs at most 14% of the rest's,
 ``maxk.proofs.cubic.RecheckPool``) and each B of ``--budgets`` (default: -1, no limit on their
-number; 0: no exact recheck) and prints its bound, FLOPs, seconds, the FLOPs and seconds ratio
-to the previous n with the same k, S and B (goal: at most ×9 per doubling, i.e. O(n³) with room
+number; 0: no exact recheck) and each P of ``--positions`` (``per_position``; default "shared", the
+default option: the worst arrangement per free position formed on the shared rivals only; "all":
+on every output, the proof before) and prints its bound, FLOPs, seconds, the FLOPs and seconds ratio
+to the previous n with the same k, S, B and P (goal: at most ×9 per doubling, i.e. O(n³) with room
 for the log factors), and the bound lost against the unbounded run (S = B = -1) of the same (k,
 n) where that ran before it (list -1 first in ``--shares`` and ``--budgets``). ``--full`` also
 prints the bound with both -1 where n is at most ``--full-limit``, as the bound to compare with
@@ -15,8 +17,8 @@ when other options are run. ``--stages`` prints, for each run, the FLOPs of each
 proof (the ``# stage:`` marks in ``maxk/proofs/cubic.py``; "tables": the enclosed tables,
 "count": the final counting) and their ratio to the previous n.
 
-    python benchmarks/bench_cubic_proof.py [--grid 4:64,4:128,...] [--shares -1,0.12] [--budgets -1]
-        [--full] [--full-limit 128] [--stages]
+    python benchmarks/bench_cubic_proof.py [--grid 4:64,4:128,...] [--shares -1,0.14] [--budgets -1]
+        [--positions shared,all] [--full] [--full-limit 128] [--stages]
 """
 
 from __future__ import annotations
@@ -80,48 +82,51 @@ def main() -> None:
     ap.add_argument("--full-limit", type=int, default=128, help="largest n for --full")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budgets", default="-1", help="comma-separated exact_budget values")
-    ap.add_argument("--shares", default="-1,0.12", help="comma-separated recheck_share values")
+    ap.add_argument("--shares", default="-1,0.14", help="comma-separated recheck_share values")
+    ap.add_argument("--positions", default="shared", help="comma-separated per_position values")
     ap.add_argument("--stages", action="store_true", help="print each run's FLOPs per stage of the proof")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     grid = [tuple(int(x) for x in p.split(":")) for p in args.grid.split(",")]
     shares = [float(x) for x in args.shares.split(",")]
-    runs = [(s, b) for s in shares for b in (float(x) for x in args.budgets.split(","))]
-    head = f"{'k':>3s} {'n':>4s} {'share':>6s} {'budget':>6s} {'bound':>10s} {'FLOPs':>10s} {'seconds':>8s}"
+    budgets = [float(x) for x in args.budgets.split(",")]
+    runs = [(s, b, p) for p in args.positions.split(",") for s in shares for b in budgets]
+    head = f"{'k':>3s} {'n':>4s} {'pos':>6s} {'share':>6s} {'budget':>6s} {'bound':>10s} {'FLOPs':>10s} {'seconds':>8s}"
     print(f"{head} {'xFLOPs':>7s} {'xsec':>6s} {'loss':>9s} {'full bound':>11s}")
-    prev: dict[tuple[int, float, float], tuple[int, float, float]] = {}
-    prev_stages: dict[tuple[int, float, float], tuple[int, Counter[str]]] = {}
+    prev: dict[tuple[int, float, float, str], tuple[int, float, float]] = {}
+    prev_stages: dict[tuple[int, float, float, str], tuple[int, Counter[str]]] = {}
     for k, n in grid:
         model = trained_model(ModelConfig(d_vocab=n, n_ctx=k, d_model=32, d_head=32), seed=0)
         full = ""
         if args.full and n <= args.full_limit:
             full = f"{prove(model, 'cubic', exact_budget=-1, recheck_share=-1).bound:11.6f}"
-        bounds: dict[tuple[float, float], float] = {}
-        for s, b in runs:
+        bounds: dict[tuple[float, float, str], float] = {}
+        for s, b, p in runs:
             if args.stages:
                 with stage_flops() as stages:
-                    r = prove(model, "cubic", exact_budget=b, recheck_share=s)
+                    r = prove(model, "cubic", exact_budget=b, recheck_share=s, per_position=p)
             else:
-                r = prove(model, "cubic", exact_budget=b, recheck_share=s)
+                r = prove(model, "cubic", exact_budget=b, recheck_share=s, per_position=p)
             assert r.flops is not None
-            bounds[(s, b)] = r.bound
-            last = prev.get((k, s, b))
+            bounds[(s, b, p)] = r.bound
+            last = prev.get((k, s, b, p))
             if last is not None and last[0] * 2 == n:
                 grow = f"{r.flops / last[1]:7.2f} {r.seconds / last[2]:6.2f}"
             else:
                 grow = f"{'':7s} {'':6s}"
-            prev[(k, s, b)] = (n, float(r.flops), r.seconds)
-            unbounded = bounds.get((-1.0, -1.0))
+            prev[(k, s, b, p)] = (n, float(r.flops), r.seconds)
+            unbounded = bounds.get((-1.0, -1.0, p))
             loss = f"{unbounded - r.bound:9.2e}" if unbounded is not None else f"{'':9s}"
-            line = f"{k:3d} {n:4d} {s:6g} {b:6g} {r.bound:10.6f} {r.flops:10.3g} {r.seconds:8.2f} {grow} {loss} {full}"
+            line = f"{k:3d} {n:4d} {p:>6s} {s:6g} {b:6g} {r.bound:10.6f} {r.flops:10.3g} {r.seconds:8.2f}"
+            line += f" {grow} {loss} {full}"
             print(line, flush=True)
             if args.stages:
-                last_st = prev_stages.get((k, s, b))
+                last_st = prev_stages.get((k, s, b, p))
                 before = last_st[1] if last_st is not None and last_st[0] * 2 == n else None
                 for name, x in stages.most_common():
                     ratio = f" x{x / before[name]:.2f}" if before and before.get(name) else ""
                     print(f"      {name:26s} {x:10.3g} {x / r.flops:6.1%}{ratio}", flush=True)
-                prev_stages[(k, s, b)] = (n, stages)
+                prev_stages[(k, s, b, p)] = (n, stages)
 
 
 if __name__ == "__main__":

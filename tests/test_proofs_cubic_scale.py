@@ -149,16 +149,19 @@ SMALL_MODELS = st.builds(
 def test_tier_rechecks_decide_as_the_exact_check(model, dist):
     """With one output exact (r = 1) and every case rechecked, each token's per-token verdict
     and mixture bucket are those of the check that is exact over every output (r = n - 1, whose
-    partial stage computes every output), and pruning changes no count."""
+    partial stage computes every output), and pruning changes no count. With the worst
+    arrangement per position formed on every output (``per_position="all"``), so that both
+    checks read the same G; "shared" forms it on the r shared rivals, which differ with r."""
     n, k = model.cfg.n, model.cfg.k
     if dist == "distinct" and k > n:
         return
     tab = enclosed_tables(model)
     d = get_distribution(dist)
     for m in range(1, n):
-        tiers = certified_sets(tab, m, d, FlopCounter(), exact_outputs=1, prune=False)
-        every = certified_sets(tab, m, d, FlopCounter(), exact_outputs=n - 1, exact_budget=0.0, prune=False)
-        pruned = certified_sets(tab, m, d, FlopCounter(), exact_outputs=1)
+        opt = {"per_position": "all"}
+        tiers = certified_sets(tab, m, d, FlopCounter(), exact_outputs=1, prune=False, **opt)
+        every = certified_sets(tab, m, d, FlopCounter(), exact_outputs=n - 1, exact_budget=0.0, prune=False, **opt)
+        pruned = certified_sets(tab, m, d, FlopCounter(), exact_outputs=1, **opt)
         if tiers.ok is None:
             continue
         assert every.ok is not None and tiers.bucket is not None and every.bucket is not None

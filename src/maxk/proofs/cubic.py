@@ -34,10 +34,20 @@ to a multiple of 1/K (K = MIX_BUCKETS) and the tuples with bucket sum < K are co
 a truncated polynomial power (uniform) or a subset DP (distinct). Per group (m, q, c) the
 certificate covering more inputs is used, so both counts stay exact and sound.
 
-Cost. G costs O(n³k²) (n² pairs (m, q), n outputs, k² (c, j); one sort per (m, q, o)). A
+Where G is formed. Since G(c, j, o) >= G0(c, o) (the k-1-c smallest over every free i are at
+most those over i != j), G0 may stand for G at any output. By default (``per_position="shared"``)
+G is formed only on the r shared rivals of each query (the outputs where G0 is smallest, which
+the partial check treats exactly) and G0 stands for it elsewhere; on trained models that
+certifies what G on every output does (the same counts on the shipped model, both
+distributions; ~3·10⁻¹⁹ of the inputs fewer at k = 20) for O(k²·r) per (m, q) instead of
+O(k²·n). ``per_position="all"`` forms G on every output (the proof before).
+
+Cost. G on every output costs O(n³k²) (n² pairs (m, q), n outputs, k² (c, j); one sort per
+(m, q, o)); on the shared rivals O(n²k²r), and G0 O(n³k log k). A
 bracket G + c·T > 0 is tested as T > up(-G/c), one comparison. Token checks are first done
 with the output decoupled, min_o T against up(-min_o G/c) (and likewise rho from min_o G0),
-which costs O(n³k²) for all (m, q, c, t, j); the (m, q, c, t) these cheap checks leave open
+which costs O(n³k²) for all (m, q, c, t, j) (by default min_{o, j} T against up(-min_o G0/c)
+first, O(n³k), and per j only where that fails); the (m, q, c, t) these cheap checks leave open
 are redone over a few outputs exactly and per tier of outputs (the token terms of (q, t) once
 for every c), and the tiers that still fail are bounded again on their dyadic blocks, halving
 only the blocks that fail (``_DyadicTiers``), at most O(n·k) each; a recheck that cannot
@@ -74,9 +84,11 @@ _BLOCK_FLOATS = 1 << 22  # entries of the worst-arrangement table G built at onc
 EXACT_OUTPUTS = 4  # r: a token case left open is redone exactly over 2r outputs
 EXACT_BUDGET = -1.0  # exact rechecks per max token, in units of (m+1)·m·(k-1)/n cases per stage;
 # negative: no limit on their number (the FLOP share RECHECK_SHARE still applies)
-RECHECK_SHARE = 0.12  # beta: the exact rechecks' FLOPs are at most beta times the rest of the proof's
+RECHECK_SHARE = 0.14  # beta: the exact rechecks' FLOPs are at most beta times the rest of the proof's
 # (cumulative over the max tokens, up to one chunk); negative: no limit (every open case that can change the count)
 _TOKEN_SHARE = 0.1  # of the recheck FLOPs available when a token stage starts, the share it may spend
+PER_POSITION = "shared"  # where G, the worst arrangement per free position, is formed: "shared" rivals or "all"
+# outputs (elsewhere G0, the worst over every position, stands for it)
 MIX_BUCKETS = 32  # K: resolution of the mixture certificate's rho (sum of buckets < K)
 
 
@@ -125,14 +137,16 @@ def cubic_certified(
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
     recheck_share: float = RECHECK_SHARE,
+    per_position: str = PER_POSITION,
 ) -> int:
     """Number of inputs of ``dist`` that the cubic proof certifies correct (an exact integer).
 
     ``model_or_tab``: a model (its tables are enclosed first, counted) or ``IntervalTables``.
-    Any number of heads (``multi_head_sets``). ``exact_outputs`` (r), ``exact_budget``: see
-    ``certified_sets`` (a negative budget: no limit); ``recheck_share`` (beta): the exact
-    rechecks' FLOPs are kept within beta times the rest of the proof's (``RecheckPool``, one for
-    the whole proof; negative: no limit, every open case that can change the count is rechecked).
+    Any number of heads (``multi_head_sets``). ``exact_outputs`` (r), ``exact_budget``,
+    ``per_position``: see ``certified_sets`` (a negative budget: no limit); ``recheck_share``
+    (beta): the exact rechecks' FLOPs are kept within beta times the rest of the proof's
+    (``RecheckPool``, one for the whole proof; negative: no limit, every open case that can
+    change the count is rechecked).
     Cost: O(n³k²·(r + log k)), the rechecks at most beta of it (with a negative beta and budget,
     their number is not bounded)."""
     c = counter if counter is not None else FlopCounter()
@@ -143,7 +157,7 @@ def cubic_certified(
     if pool is not None:
         pool.attach(c)  # the enclosed tables (O(n²d)) are not booked
     sets = certified_sets if tab.n_heads == 1 else multi_head_sets
-    options = {"exact_outputs": exact_outputs, "exact_budget": budget, "pool": pool}
+    options = {"exact_outputs": exact_outputs, "exact_budget": budget, "pool": pool, "per_position": per_position}
     return sum(sets(tab, m, d, c, **options).count(c) for m in range(tab.n))
 
 
@@ -480,6 +494,7 @@ def certified_sets(
     direct: np.ndarray | None = None,
     prune: bool = True,
     pool: RecheckPool | None = None,
+    per_position: str = PER_POSITION,
 ) -> MaxCertificate:
     """The cubic proof for max token m (see ``MaxCertificate``). Entries for (q, cc) that cannot
     occur under ``dist`` are not refined.
@@ -504,6 +519,11 @@ def certified_sets(
     mixture case in proportion to the bucket it may lose), at most ``_TOKEN_SHARE`` of what is
     available on the per-token ones. Cost O(n²k²·(r + log n) + budget·n²k²), and with a pool
     the rechecks at most beta times the rest.
+
+    ``per_position``: "shared" (default) forms G, the worst arrangement per free position, on
+    the shared rivals only and bounds every other output with G0 (no position skipped; the
+    per-token checks there compare T's least value over positions, once per case instead of per
+    position); "all" forms G on every output.
 
     ``head``, ``direct``: the certificate of one head of a multi-head model (its tables, with
     ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``multi_head_sets``, which
@@ -726,44 +746,100 @@ def certified_sets(
     # stage: token G and cheap check
     ok = np.zeros((nq, f, m), dtype=bool)
     cs = np.arange(1, k, dtype=np.float64)[None, :, None, None]  # copies c = 1..k-1
+    r_ = sets.r
+    shared_only = per_position == "shared"
+    if shared_only:
+        # G(c, j, o) >= G0(c, o): the f-c smallest max-copy terms over every free position are at
+        # most those that skip j. So G is formed only on the shared rivals, where the worst case
+        # per position decides, and G0 stands for it at the other outputs: O(k²·r) per query, not
+        # O(k²·n). A case passing against min_o G0 with T's least value over j needs no G at all.
+        G0rest = np.where(sets.rest[:, None, :], G0, np.inf).min(axis=-1)  # [nq, c]: outside the shared
+        thr0 = up(-G0min / cs[0, :, 0, 0], c, inplace=True)  # [nq, c]
+        ok0 = tl.min(axis=-1)[:, None, :] > thr0[:, :, None]  # [nq, c, t]
+        with np.errstate(over="ignore"):  # -inf (an empty tier: no constraint) rounds up to the least float
+            ZR0 = up(-G0R / cs[..., 0], c, inplace=True)  # [nq, c, B]
+        c.add(G0.size + tl.size + thr0.size + ok0.size, "cheap check")
+        c.add(ZR0.size, "partial check")
     qb = max(1, _BLOCK_FLOATS // (f * f * n))
     for q0 in range(0, nq, qb):
         blk = np.arange(q0, min(nq, q0 + qb))
-        G = _worst_arrangements(Qt[blk], Mt[blk], k, c)  # [b, c-1, j, n]
-        Gx = exclude_column(G, m)
-        Gmin = Gx.min(axis=-1)  # [b, c, j]
-        GR = sets.rest_min(Gx, blk)  # [b, c, j, B]: over each tier of the decoupled rest
-        c.add(2 * G.size, "compare")
+        ZR: np.ndarray | None = None  # the per-position tier thresholds (G on every output only)
+        if shared_only:
+            sh = sets.shared[blk]  # [b, r]
+            Gs = _worst_arrangements(
+                np.take_along_axis(Qt[blk], sh, axis=1), np.take_along_axis(Mt[blk], sh[:, None, :], axis=2), k, c
+            )  # [b, c-1, j, r]: G on the shared rivals (the same floats as on every output)
+            Gmin = np.minimum(Gs.min(axis=-1), G0rest[blk][:, :, None])  # [b, c, j]
+            c.add(2 * Gs.size, "compare")
+        else:
+            G = _worst_arrangements(Qt[blk], Mt[blk], k, c)  # [b, c-1, j, n]
+            Gx = exclude_column(G, m)
+            Gmin = Gx.min(axis=-1)  # [b, c, j]
+            GR = sets.rest_min(Gx, blk)  # [b, c, j, B]: over each tier of the decoupled rest
+            sh = np.broadcast_to(sets.shared[blk][:, None, None, :], (len(blk), f, f, r_))
+            Gs = np.take_along_axis(Gx, sh, axis=-1)  # [b, c-1, j, r]
+            with np.errstate(over="ignore"):  # -inf (an empty tier: no constraint) rounds up to the least float
+                ZR = up(-GR / cs, c, inplace=True)  # [b, c, j, B]
+            c.add(ZR.size, "partial check")
+            c.add(2 * G.size, "compare")
         # G + c·T > 0 iff T > -G/c: one comparison per (q, c, t, j) against a float above -G/c
         thr = up(-Gmin / cs[:, :, 0], c, inplace=True)  # [b, c, j]
-        cheap = tl[blk][:, None, :, :] > thr[:, :, None, :]  # [b, c, m, f]
-        c.add(thr.size + cheap.size, "cheap check")
-        okb = cast(np.ndarray, cheap.all(axis=-1))  # [b, c, t]
+        if shared_only:  # only the cases the G0 check leaves open
+            okb = ok0[blk].copy()
+            qa, ca, ta = np.nonzero(~okb & valid[blk][:, :, None])
+            okb[qa, ca, ta] = (tl[blk[qa], ta] > thr[qa, ca]).all(axis=-1)
+            c.add(thr.size + len(qa) * f, "cheap check")
+        else:
+            cheap = tl[blk][:, None, :, :] > thr[:, :, None, :]  # [b, c, m, f]
+            c.add(thr.size + cheap.size, "cheap check")
+            okb = cast(np.ndarray, cheap.all(axis=-1))  # [b, c, t]
         hopeless = np.zeros_like(okb)
         ok_tiers = np.zeros(okb.shape, dtype=np.int64)  # tiers an exact recheck must redo
         # stage: token partial
         qi, ti, ci = np.nonzero((~okb & valid[blk][:, :, None]).transpose(0, 2, 1))  # (q, t, c) order
         # the partial check tests T > up(-G/c) as the cheap check does: over the shared rivals
         # and the tiers the thresholds depend on (q, c, j) only, and are computed once
-        r_ = sets.r
-        Gs = np.take_along_axis(Gx, np.broadcast_to(sets.shared[blk][:, None, None, :], (len(blk), f, f, r_)), axis=-1)
         with np.errstate(over="ignore"):  # -inf (an empty tier: no constraint) rounds up to the least float
             Zs = up(-Gs / cs, c, inplace=True)  # [b, c, j, r]
-            ZR = up(-GR / cs, c, inplace=True)  # [b, c, j, B]
-        c.add(Zs.size + ZR.size, "partial check")
+        c.add(Zs.size, "partial check")
         for s in range(0, len(qi), _REFINE_CHUNK):
             a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
-            aq, cc = blk[a], (b_ + 1.0)[:, None, None]
+            aq = blk[a]
             first, each = _pairs(a, t_, m)  # the terms of (q, t) once for all its c
+            if ZR is None:  # the hardest shared rival first: most cases fail there (hopeless)
+                T1 = token_terms(aq[first], t_[first], sets.shared[aq[first], :1])[each][..., 0]  # [F, f]
+                live = (T1 > Zs[a, b_, :, 0]).all(axis=-1)
+                c.add(T1.size, "partial check")
+                hopeless[a[~live], b_[~live], t_[~live]] = True
+                a, b_, t_ = a[live], b_[live], t_[live]
+                if len(a) == 0:
+                    continue
+                aq = blk[a]
+                first, each = _pairs(a, t_, m)
             own = sets.own[t_]  # [F, r]
-            T = token_terms(aq[first], t_[first], sets.outputs(aq[first], t_[first]))[each]  # [F, f, 2r]
-            Zo = up(
-                -Gx[a[:, None, None], b_[:, None, None], np.arange(f)[:, None], own[:, None, :]] / cc, c, inplace=True
-            )
-            exact_ok = (T[..., :r_] > Zs[a, b_]).all(axis=(1, 2)) & (T[..., r_:] > Zo).all(axis=(1, 2))
-            rest_part = rest_terms(aq[first], t_[first])[each] > ZR[a, b_]  # [F, f, B]
-            c.add(Zo.size + T.size + rest_part.size, "partial check")
-            tiers_fail = np.logical_not(rest_part.all(axis=1))  # [F, B]; exact values are above the bound
+            Tp = token_terms(aq[first], t_[first], sets.outputs(aq[first], t_[first]))  # [U, f, 2r]
+            Rp = rest_terms(aq[first], t_[first])  # [U, f, B]
+            T = Tp[..., :r_][each]  # [F, f, r]: the shared rivals
+            if ZR is None:  # own rivals and tiers against G0: T's least value over j
+                Zo = up(-G0x[aq[:, None], b_[:, None], own] / (b_ + 1.0)[:, None], c, inplace=True)  # [F, r]
+                covered = (own[:, :, None] == sets.shared[aq][:, None, :]).any(axis=-1)  # checked with G above
+                own_ok = (Tp[..., r_:].min(axis=1)[each] > Zo) | covered
+                rest_part = Rp.min(axis=1)[each] > ZR0[aq, b_]  # [F, B]
+                c.add(Zo.size + (Tp.size - Tp[..., :r_].size) + Rp.size + own_ok.size + rest_part.size, "partial check")
+            else:
+                To = Tp[..., r_:][each]  # [F, f, r]
+                Zo = up(
+                    -Gx[a[:, None, None], b_[:, None, None], np.arange(f)[:, None], own[:, None, :]]
+                    / (b_ + 1.0)[:, None, None],
+                    c,
+                    inplace=True,
+                )
+                own_ok = To > Zo
+                rest_part = (Rp[each] > ZR[a, b_]).all(axis=1)  # [F, B]
+                c.add(Zo.size + To.size + len(a) * Rp[0].size, "partial check")
+            exact_ok = (T > Zs[a, b_]).all(axis=(1, 2)) & own_ok.all(axis=tuple(range(1, own_ok.ndim)))
+            c.add(T.size, "partial check")
+            tiers_fail = np.logical_not(rest_part)  # [F, B]; exact values are above the bound
             okb[a, b_, t_] = exact_ok & ~tiers_fail.any(axis=-1)
             ok_tiers[a, b_, t_] = tier_bits(tiers_fail)
             # the exact check computes these same outputs' values: it fails where they fail
@@ -780,19 +856,27 @@ def certified_sets(
         qi, ci, ti, est = ranked("ok", len(blk) / (nq - q0), open_, gain, ok_tiers)
         # the exact check over every output, redone only in the tiers the partial check failed:
         # the exact set passed (not hopeless) and the other tiers' values are above their bounds
-        lGx = _RowLevels(dy, Gx, np.broadcast_to(sets.rest[blk][:, None, None, :], Gx.shape), c)
+        # (against G0's levels when G is formed on the shared rivals only)
+        lGx = (
+            None if shared_only else _RowLevels(dy, Gx, np.broadcast_to(sets.rest[blk][:, None, None, :], Gx.shape), c)
+        )
         cap = 0.0  # the FLOPs this block's per-token rechecks may reach (pool.spent included)
         if pool is not None:
             pool.settle(True)
             cap = pool.spent + _TOKEN_SHARE * len(blk) / (nq - q0) * pool.available()
         for s, size in chunks("ok", len(qi), est, lambda cap=cap: min(_left(pool), cap - _spent(pool))):
             a, b_, t_ = qi[s : s + size], ci[s : s + size], ti[s : s + size]
-            lGx.ensure(a)
+            if lGx is not None:
+                lGx.ensure(a)
 
             def token_fails(case, level, bk, a=a, b_=b_, t_=t_, blk=blk, lGx=lGx):
                 T = block_terms(blk[a][case], t_[case], level, bk)  # [L, f]
                 with np.errstate(over="ignore", invalid="ignore"):  # +inf (empty blocks): no constraint
-                    Z = up(-lGx.at(level)[a[case], b_[case], :, bk] / (b_[case] + 1.0)[:, None], c, inplace=True)
+                    if lGx is None:
+                        g = lG0[level][blk[a][case], b_[case], bk][:, None]  # [L, 1]: G0, every j
+                    else:
+                        g = lGx.at(level)[a[case], b_[case], :, bk]  # [L, f]
+                    Z = up(-g / (b_[case] + 1.0)[:, None], c, inplace=True)
                 bad = ~(T > Z).all(axis=-1)
                 c.add(2 * T.size, "exact check")
                 return bad, bad
@@ -972,12 +1056,22 @@ def prove_cubic(
     exact_outputs: int = EXACT_OUTPUTS,
     exact_budget: float = EXACT_BUDGET,
     recheck_share: float = RECHECK_SHARE,
+    per_position: str = PER_POSITION,
 ) -> int:
     """Strategy entry point (see ``maxk.proofs.registry``): certified count for ``dist``.
     Options: ``exact_outputs`` (r >= 1), ``exact_budget`` and ``recheck_share`` (negative: no
-    limit; both negative: every recheck, the unbounded proof), as ``cubic_certified``."""
+    limit; both negative: every recheck, the unbounded proof), ``per_position`` ("shared" or
+    "all"), as ``cubic_certified``."""
     if exact_outputs < 1:
         raise MaxkError(f"exact_outputs must be at least 1, not {exact_outputs}")
+    if per_position not in ("shared", "all"):
+        raise MaxkError(f"per_position must be 'shared' or 'all', not {per_position!r}")
     return cubic_certified(
-        model, dist, counter, exact_outputs=exact_outputs, exact_budget=exact_budget, recheck_share=recheck_share
+        model,
+        dist,
+        counter,
+        exact_outputs=exact_outputs,
+        exact_budget=exact_budget,
+        recheck_share=recheck_share,
+        per_position=per_position,
     )
