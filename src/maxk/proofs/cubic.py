@@ -753,12 +753,12 @@ def certified_sets(
         # most those that skip j. So G is formed only on the shared rivals, where the worst case
         # per position decides, and G0 stands for it at the other outputs: O(k²·r) per query, not
         # O(k²·n). A case passing against min_o G0 with T's least value over j needs no G at all.
-        G0rest = np.where(sets.rest[:, None, :], G0, np.inf).min(axis=-1)  # [nq, c]: outside the shared
+        G0rest = G0R.min(axis=-1)  # [nq, c]: over the outputs outside the shared rivals (their tiers)
         thr0 = up(-G0min / cs[0, :, 0, 0], c, inplace=True)  # [nq, c]
         ok0 = tl.min(axis=-1)[:, None, :] > thr0[:, :, None]  # [nq, c, t]
         with np.errstate(over="ignore"):  # -inf (an empty tier: no constraint) rounds up to the least float
             ZR0 = up(-G0R / cs[..., 0], c, inplace=True)  # [nq, c, B]
-        c.add(G0.size + tl.size + thr0.size + ok0.size, "cheap check")
+        c.add(G0R.size + tl.size + thr0.size + ok0.size, "cheap check")
         c.add(ZR0.size, "partial check")
     qb = max(1, _BLOCK_FLOATS // (f * f * n))
     for q0 in range(0, nq, qb):
