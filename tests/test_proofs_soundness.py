@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from maxk.circuits import circuit_tables
 from maxk.config import ModelConfig
-from maxk.distributions import DISTINCT, UNIFORM
+from maxk.distributions import DISTINCT, DISTRIBUTIONS, UNIFORM, get_distribution
 from maxk.errors import MaxkError
 from maxk.exact import all_sequences, evaluate
 from maxk.flops import FlopCounter
@@ -186,6 +186,28 @@ def test_cubic_certifies_only_correct_inputs(n, k, seed, noise, adv, dist):
     assert cubic_certified(tab, dist) == assert_covers_only_correct(model, tab, dist)
 
 
+def _mixture_counts_by_enumeration(dist: str, bucket: np.ndarray, K: int, m: int) -> dict[tuple[int, int], int]:
+    """{(q, cc): the ordered cc-tuples of non-max tokens whose buckets sum below K}, by
+    enumeration, for the groups ``count_bucketed`` fills (uniform: every (q, cc); distinct:
+    cc = k-2 for q < m without the query token, cc = k-1 for q = m)."""
+    nq, f, _ = bucket.shape
+    out = {}
+    for q in range(nq):
+        if dist == "distinct":
+            cc = f - 1 if q < m else f
+            toks = [t for t in range(m) if t != q]
+            if cc >= 1:
+                subs = itertools.combinations(toks, cc)
+                sets = sum(1 for sub in subs if sum(bucket[q, cc - 1, t] for t in sub) < K)
+                out[q, cc] = math.factorial(cc) * sets  # ordered tuples
+            continue
+        toks = [t for t in range(m) if dist == "uniform" or t != q]
+        for cc in range(1, f + 1):
+            tuples = itertools.product(toks, repeat=cc)
+            out[q, cc] = sum(1 for tup in tuples if sum(bucket[q, cc - 1, t] for t in tup) < K)
+    return out
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10**6), nq=st.integers(1, 4), m=st.integers(1, 7), f=st.integers(1, 4))
 def test_mixture_counts_match_enumeration(seed, nq, m, f):
@@ -195,21 +217,40 @@ def test_mixture_counts_match_enumeration(seed, nq, m, f):
     rng = np.random.default_rng(seed)
     bucket = rng.choice([0, 1, 2, 5, 11, K - 1, K], size=(nq, f, m))
     got = UNIFORM.count_bucketed(bucket, K, m, f + 1, FlopCounter())
-    for q in range(nq):
-        for cc in range(1, f + 1):
-            tuples = itertools.product(range(m), repeat=cc)
-            want = sum(1 for tup in tuples if sum(bucket[q, cc - 1, t] for t in tup) < K)
-            assert got[q, cc - 1] == want
-    nq = m + 1  # distinct: one row per query q <= m
-    bucket = rng.choice([0, 1, 3, 9, K - 2, K], size=(nq, f, m))
+    for (q, cc), want in _mixture_counts_by_enumeration("uniform", bucket, K, m).items():
+        assert got[q, cc - 1] == want
+    bucket = rng.choice([0, 1, 3, 9, K - 2, K], size=(m + 1, f, m))  # distinct: one row per query q <= m
     got = DISTINCT.count_bucketed(bucket, K, m, f + 1, FlopCounter())
-    for q in range(nq):
-        cc = f - 1 if q < m else f
-        toks = [t for t in range(m) if t != q]
-        if cc < 1:
-            continue  # no non-max token: not a group of the mixture certificate
-        sets = sum(1 for sub in itertools.combinations(toks, cc) if sum(bucket[q, cc - 1, t] for t in sub) < K)
-        assert got[q, cc - 1] == math.factorial(cc) * sets  # ordered tuples
+    for (q, cc), want in _mixture_counts_by_enumeration("distinct", bucket, K, m).items():
+        assert got[q, cc - 1] == want
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), m=st.integers(2, 6), f=st.integers(2, 4), dist=st.sampled_from(DISTRIBUTIONS))
+def test_mixture_count_memo_gives_the_same_counts(seed, m, f, dist):
+    """A memo kept over calls (one proof's) changes the work, never the counts (against
+    enumeration): buckets counted again, rows whose tokens are permuted (the same histograms)
+    and one histogram at every group size."""
+    from maxk.proofs.cubic import MIX_BUCKETS as K
+
+    d = get_distribution(dist)
+    rng = np.random.default_rng(seed)
+    nq = m + 1
+    bucket = rng.choice([0, 1, 3, 9, 17, K - 2, K], size=(nq, f, m))
+    shuffled = bucket.copy()
+    shuffled[m] = bucket[m][:, rng.permutation(m)]  # q = m: no token is the query's
+    same = np.repeat(bucket[:, :1], f, axis=1)  # one histogram for every group size
+    memo: dict = {}
+    for b in (bucket, shuffled, same, bucket):
+        fresh, kept = FlopCounter(), FlopCounter()
+        got = d.count_bucketed(b, K, m, f + 1, kept, memo)
+        d.count_bucketed(b, K, m, f + 1, fresh)
+        for (q, cc), want in _mixture_counts_by_enumeration(d.name, b, K, m).items():
+            assert got[q, cc - 1] == want
+        assert kept.total <= fresh.total
+    again = FlopCounter()
+    d.count_bucketed(bucket, K, m, f + 1, again, memo)
+    assert again.by_label.get("count DP", 0) <= 3 * bucket.size  # every hard row looked up
 
 
 def _arb_correct(model) -> int:

@@ -149,10 +149,14 @@ class Distribution(ABC):
         return out
 
     @abstractmethod
-    def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
+    def count_bucketed(
+        self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter, memo: dict | None = None
+    ) -> np.ndarray:
         """[nq, k-1] counts: for query q and group size cc, the ordered cc-tuples of non-max
         tokens t < m (as in ``count_tokens``) whose ``bucket[q, cc-1, t]`` sum to less than K
-        (bucket [nq, k-1, m] ints in [0, K]; only groups of ``nonmax_groups`` are filled)."""
+        (bucket [nq, k-1, m] ints in [0, K]; only groups of ``nonmax_groups`` are filled).
+        ``memo``: a dict the caller keeps across calls (one proof's), in which the counts of
+        groups already met are looked up instead of recomputed; the same counts either way."""
 
     # ------------------------------------------------------------ samplers
 

@@ -78,10 +78,14 @@ class Distinct(Distribution):
         size = int(allowed.sum()) - (int(allowed[q]) if q < len(allowed) else 0)
         return perm(size, cc)
 
-    def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
+    def count_bucketed(
+        self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter, memo: dict | None = None
+    ) -> np.ndarray:
         """Subset DP over the tokens (the query excluded), for the rows whose count is not
         immediate: a row whose largest usable bucket times cc is below K counts P(u, cc) (u
-        usable tokens). Cost O(nq·m) plus O(m·k·K) per other row."""
+        usable tokens). A row's count depends on its bucket histogram only, so rows whose
+        (cc, histogram) is in ``memo`` are looked up (K FLOPs). Cost O(nq·m) plus O(m·k·K) per
+        other row."""
         nq, f, _ = bucket.shape
         dt = int_dtype(m, f)
         cc = np.array([f - 1] * m + [f])  # copies per query row
@@ -94,7 +98,14 @@ class Distinct(Distribution):
         for q in np.nonzero(~hard & (cc >= 1))[0]:
             sets[q] = comb(int(usable[q]), int(cc[q]))
         rows = np.nonzero(hard)[0]
-        bh, R = b[rows], len(rows)
+        hists = np.zeros((len(rows), K + 1), dtype=np.int64)
+        np.add.at(hists, (np.repeat(np.arange(len(rows)), m), b[rows].reshape(-1)), 1)
+        keys = [(int(cc[q]), tuple(h[:K])) for q, h in zip(rows.tolist(), hists.tolist(), strict=True)]
+        memo = {} if memo is None else memo
+        known = np.array([key in memo for key in keys], dtype=bool)
+        counter.add(K * int(known.sum()), "count lookup")
+        todo = rows[~known]
+        bh, R = b[todo], len(todo)
         dp = np.zeros((R, f + 1, K), dtype=dt)  # dp[row, size, bucket sum]
         dp[:, 0, 0] = 1
         ar = np.arange(K)[None, :]
@@ -106,7 +117,10 @@ class Distinct(Distribution):
             for size in range(f - 1, -1, -1):
                 dp[:, size + 1] += np.where(live, dp[:, size][at, src], 0)
             counter.add(2 * f * R * K, "count DP")
-        sets[rows] = list(dp[np.arange(R), cc[rows]].sum(axis=-1))
+        for i, total in zip(np.nonzero(~known)[0].tolist(), dp[np.arange(R), cc[todo]].sum(axis=-1), strict=True):
+            memo[keys[i]] = int(total)
+        for i, q in enumerate(rows.tolist()):
+            sets[q] = memo[keys[i]]
         out = np.zeros((nq, f), dtype=object)
         for q in range(nq):
             if cc[q] >= 1:

@@ -99,13 +99,15 @@ class QueryUnique(Distribution):
         size = int(allowed.sum()) - (int(allowed[q]) if q < len(allowed) else 0)
         return size**cc
 
-    def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
+    def count_bucketed(
+        self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter, memo: dict | None = None
+    ) -> np.ndarray:
         """``Uniform``'s truncated polynomial powers with the query token left out of its rows
         (bucket K: never below K), as ``bucketed_powers``."""
         b = bucket.copy()
         if m > 0:
             b[np.arange(m), :, np.arange(m)] = K
-        return bucketed_powers(b, K, counter)
+        return bucketed_powers(b, K, counter, memo)
 
     # ------------------------------------------------------------ samplers
 

@@ -68,9 +68,11 @@ class Uniform(Distribution):
         out **= np.broadcast_to(cc, out.shape).astype(out.dtype)
         return out
 
-    def count_bucketed(self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter) -> np.ndarray:
+    def count_bucketed(
+        self, bucket: np.ndarray, K: int, m: int, k: int, counter: FlopCounter, memo: dict | None = None
+    ) -> np.ndarray:
         """Truncated polynomial powers of the bucket histogram (``bucketed_powers``)."""
-        return bucketed_powers(bucket, K, counter)
+        return bucketed_powers(bucket, K, counter, memo)
 
     # ------------------------------------------------------------ samplers
 
@@ -217,14 +219,16 @@ class Uniform(Distribution):
         return r * (1.0 / size) * ((size - j) / size) ** (r - 1)
 
 
-def bucketed_powers(bucket: np.ndarray, K: int, counter: FlopCounter) -> np.ndarray:
+def bucketed_powers(bucket: np.ndarray, K: int, counter: FlopCounter, memo: dict | None = None) -> np.ndarray:
     """[nq, f] counts: for row q and group size cc, the ordered cc-tuples of tokens t, each drawn
     from every t with ``bucket[q, cc-1, t] < K``, whose buckets sum to less than K (bucket
     [nq, f, m] ints in [0, K]): the coefficients below x^K of h(x)^cc, h the row's bucket
     histogram. Exact integers. Rows with no usable token count 0 and rows whose largest usable
     bucket times cc is below K count u^cc (u usable tokens); the others take h^cc by squaring,
     truncated, with each polynomial packed into one Python integer (``_truncated_power_sum``).
-    Cost O(nq·f·m) plus O(K²·log f) per row of the last kind."""
+    ``memo``: a dict kept across calls (e.g. one proof's) from (cc, histogram) to the count, so
+    that a histogram met again is looked up (K FLOPs) instead of powered.
+    Cost O(nq·f·m) plus O(K²·log f) per row of the last kind not in ``memo``."""
     nq, f, m_ = bucket.shape
     live = bucket < K
     usable = live.sum(axis=-1)  # [nq, f]
@@ -239,8 +243,15 @@ def bucketed_powers(bucket: np.ndarray, K: int, counter: FlopCounter) -> np.ndar
     rows, t = np.nonzero(hard)
     hists = np.zeros((len(qi), K), dtype=np.int64)
     np.add.at(hists, (rows, bucket[qi, ci][rows, t]), 1)
+    memo = {} if memo is None else memo
     for q, c, hist, u in zip(qi.tolist(), ci.tolist(), hists.tolist(), usable[qi, ci].tolist(), strict=True):
-        out[q, c] = _truncated_power_sum(hist, c + 1, u, K, counter)
+        key = (c + 1, tuple(hist))
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = _truncated_power_sum(hist, c + 1, u, K, counter)
+        else:
+            counter.add(K, "count lookup")
+        out[q, c] = got
     return out
 
 

@@ -56,7 +56,9 @@ trained models, so by default their FLOPs are held within RECHECK_SHARE (beta) t
 rest of the proof's (``RecheckPool``): the proof costs at most (1 + beta) times its O(n³k²)
 core, and the pool is spent on the rechecks with the most estimated certified inputs per FLOP
 first (``recheck_share=-1``: every recheck, unbounded). Counting is exact (Python integers where int64 could
-overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate.
+overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate and whose
+(cc, bucket histogram) the proof has not met before (``memo``: one dict per proof, looked up in
+O(K); at (20, 128) 7,994 of 54,656 such groups are new).
 Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``; the hot
 steps round their temporaries in place) from the enclosed tables, so a too-close call is simply
 not certified.
@@ -157,7 +159,13 @@ def cubic_certified(
     if pool is not None:
         pool.attach(c)  # the enclosed tables (O(n²d)) are not booked
     sets = certified_sets if tab.n_heads == 1 else multi_head_sets
-    options = {"exact_outputs": exact_outputs, "exact_budget": budget, "pool": pool, "per_position": per_position}
+    options = {
+        "exact_outputs": exact_outputs,
+        "exact_budget": budget,
+        "pool": pool,
+        "per_position": per_position,
+        "memo": {},  # the mixture counts met so far (``Distribution.count_bucketed``), one per proof
+    }
     return sum(sets(tab, m, d, c, **options).count(c) for m in range(tab.n))
 
 
@@ -171,7 +179,8 @@ class MaxCertificate:
     bucket[q, cc-1, t]  [nq, f, m] int: ceil(K·rho) (K = no use) with rho(t) an upper bound on
         max_{j, o} (-T(t, j, o))^+ / G0(cc, o); inputs whose cc non-max tokens have bucket sum
         < K are correct (the mixture certificate).
-    Per group (q, cc) the certificate that covers more inputs is used (``use_mix``)."""
+    Per group (q, cc) the certificate that covers more inputs is used (``use_mix``).
+    memo: the mixture counts already met (``Distribution.count_bucketed``), or None."""
 
     m: int
     k: int
@@ -180,6 +189,7 @@ class MaxCertificate:
     ok: np.ndarray | None = None
     bucket: np.ndarray | None = None
     K: int = MIX_BUCKETS
+    memo: dict | None = None
     use_mix: np.ndarray | None = field(default=None, init=False)
     _group_counts: dict | None = field(default=None, init=False)
 
@@ -193,7 +203,7 @@ class MaxCertificate:
         assert self.bucket is not None  # certified_sets sets ok and bucket together
         nq, f_ = self.ok.shape[:2]
         self.use_mix = np.zeros((nq, f_), dtype=bool)
-        mix = d.count_bucketed(self.bucket, self.K, m, k, c)
+        mix = d.count_bucketed(self.bucket, self.K, m, k, c, self.memo)
         tokens = d.count_token_groups(self.ok, np.arange(nq), m, k)
         for q, cc, ways in d.nonmax_groups(k, m):
             old = ways * int(tokens[q, cc - 1])
@@ -495,6 +505,7 @@ def certified_sets(
     prune: bool = True,
     pool: RecheckPool | None = None,
     per_position: str = PER_POSITION,
+    memo: dict | None = None,
 ) -> MaxCertificate:
     """The cubic proof for max token m (see ``MaxCertificate``). Entries for (q, cc) that cannot
     occur under ``dist`` are not refined.
@@ -525,11 +536,15 @@ def certified_sets(
     per-token checks there compare T's least value over positions, once per case instead of per
     position); "all" forms G on every output.
 
+    ``memo``: the mixture counts already met (a dict kept over one proof's max tokens; None: a
+    new one), looked up instead of recomputed (``Distribution.count_bucketed``).
+
     ``head``, ``direct``: the certificate of one head of a multi-head model (its tables, with
     ``direct`` [nq, n] in place of the direct-path lower bounds D; see ``multi_head_sets``, which
     combines the heads' certificates and so does not prune)."""
     n, k = tab.n, tab.k
     dist = get_distribution(dist)
+    memo = {} if memo is None else memo
     f = k - 1  # free positions 0..k-2; the query sits at k-1
     eqke_lo, eqke_hi = tab.lo.eqke[head], tab.hi.eqke[head]  # [q, t]
     eqkp_lo, eqkp_hi = tab.lo.eqkp[head], tab.hi.eqkp[head]  # [q, i]
@@ -613,7 +628,7 @@ def certified_sets(
             U = sum_lower(
                 [D[a[:, None], o][:, None, :], V[t_[:, None], o][:, None, :], W[:f][:, o].transpose(1, 0, 2)], c
             )
-        return mul_lower(wt.lo[a, t_][..., None], wt.hi[a, t_][..., None], U, c)
+        return mul_lower(_pick(wt.lo, a, t_)[..., None], _pick(wt.hi, a, t_)[..., None], U, c)
 
     def rest_terms(a: np.ndarray, t_: np.ndarray) -> np.ndarray:
         """Lower bounds [F, f, B] of T(t, j, o) over each tier, outside the exact set of (a, t_)
@@ -622,7 +637,7 @@ def certified_sets(
         empty = ~(np.isfinite(DR[a])[:, None, :] & np.isfinite(VR) & np.isfinite(WR[a]))
         with np.errstate(invalid="ignore", over="ignore"):  # empty tiers only, replaced below
             U = sum_lower([DR[a][:, None, :], VR, WR[a]], c)
-            T = mul_lower(wt.lo[a, t_][..., None], wt.hi[a, t_][..., None], U, c)
+            T = mul_lower(_pick(wt.lo, a, t_)[..., None], _pick(wt.hi, a, t_)[..., None], U, c)
         return np.where(empty, np.inf, T)
 
     def nearest(open_: np.ndarray, stage: str, share: float) -> tuple[np.ndarray, ...]:
@@ -669,7 +684,7 @@ def certified_sets(
         """Lower bounds [L, f] of T(t, j, o) over block ``blk`` of ``level`` outside the exact
         sets of (q, t) = (aq, tt) [L] (+inf for a block without such outputs)."""
         DR_, VR_, WR_ = lD[level][aq, blk][:, None], lV[level][tt, blk][:, None], lW[level][aq, :, blk]
-        return block_bound(DR_, VR_, WR_, wt.lo[aq, tt], wt.hi[aq, tt])
+        return block_bound(DR_, VR_, WR_, _pick(wt.lo, aq, tt), _pick(wt.hi, aq, tt))
 
     def tier_bits(fails: np.ndarray) -> np.ndarray:
         """[F, B] bool -> [F] int64 with bit i set where tier i is marked."""
@@ -741,7 +756,7 @@ def certified_sets(
         floor[a, b_, t_] = lowest = _bucket(r_exact, c)
         mix_tiers[a, b_, t_] = tier_bits(~(_bucket(r_tier, c) <= lowest[:, None]))
     # stage: mixture count
-    mix_now = dist.count_bucketed(bucket, MIX_BUCKETS, m, k, c)  # [nq, f]; exact rechecks only raise it
+    mix_now = dist.count_bucketed(bucket, MIX_BUCKETS, m, k, c, memo)  # [nq, f]; exact rechecks only raise it
 
     # stage: token G and cheap check
     ok = np.zeros((nq, f, m), dtype=bool)
@@ -787,7 +802,7 @@ def certified_sets(
         if shared_only:  # only the cases the G0 check leaves open
             okb = ok0[blk].copy()
             qa, ca, ta = np.nonzero(~okb & valid[blk][:, :, None])
-            okb[qa, ca, ta] = (tl[blk[qa], ta] > thr[qa, ca]).all(axis=-1)
+            okb[qa, ca, ta] = (_pick(tl, blk[qa], ta) > _pick(thr, qa, ca)).all(axis=-1)
             c.add(thr.size + len(qa) * f, "cheap check")
         else:
             cheap = tl[blk][:, None, :, :] > thr[:, :, None, :]  # [b, c, m, f]
@@ -837,7 +852,7 @@ def certified_sets(
                 own_ok = To > Zo
                 rest_part = (Rp[each] > ZR[a, b_]).all(axis=1)  # [F, B]
                 c.add(Zo.size + To.size + len(a) * Rp[0].size, "partial check")
-            exact_ok = (T > Zs[a, b_]).all(axis=(1, 2)) & own_ok.all(axis=tuple(range(1, own_ok.ndim)))
+            exact_ok = (T > _pick(Zs, a, b_)).all(axis=(1, 2)) & own_ok.all(axis=tuple(range(1, own_ok.ndim)))
             c.add(T.size, "partial check")
             tiers_fail = np.logical_not(rest_part)  # [F, B]; exact values are above the bound
             okb[a, b_, t_] = exact_ok & ~tiers_fail.any(axis=-1)
@@ -892,14 +907,14 @@ def certified_sets(
     tokens = dist.count_token_groups(ok, qs, m, k)
     at_floor = None
     if prune:
-        matter, at_floor = _mixture_rechecks_matter(bucket, floor, eligible, tokens, m, k, dist, c)
+        matter, at_floor = _mixture_rechecks_matter(bucket, floor, eligible, tokens, m, k, dist, c, memo)
         eligible &= matter
     gain = None
     if pool is not None:  # what each group can gain: its count at the floors above the current best
         if at_floor is None:
-            with c.uncounted():  # a priority, not a check
+            with c.uncounted():  # a priority, not a check; its new counts are not kept for the counted steps
                 at_floor = dist.count_bucketed(
-                    np.where(eligible, np.minimum(bucket, floor), bucket), MIX_BUCKETS, m, k, c
+                    np.where(eligible, np.minimum(bucket, floor), bucket), MIX_BUCKETS, m, k, c, dict(memo)
                 )
         can_win = _floats(at_floor) > _floats(tokens)  # [nq, f]: the group may take the mixture count
         gain = _mixture_gains(bucket, floor, eligible & can_win[:, :, None], ways)
@@ -909,7 +924,7 @@ def certified_sets(
     for s, size in chunks("mixture", len(qi), est, lambda: _left(pool)):
         a, b_, t_ = qi[s : s + size], ci[s : s + size], ti[s : s + size]
 
-        w_lo, w_hi = wt.lo[a, t_].min(axis=-1), wt.hi[a, t_].max(axis=-1)  # [F]: over j
+        w_lo, w_hi = _pick(wt.lo, a, t_).min(axis=-1), _pick(wt.hi, a, t_).max(axis=-1)  # [F]: over j
         c.add(2 * len(a) * f, "mixture exact")
 
         def mixture_fails(case, level, bk, a=a, b_=b_, t_=t_, w_lo=w_lo, w_hi=w_hi):
@@ -931,7 +946,7 @@ def certified_sets(
         above = np.zeros(len(a), dtype=np.int64)
         np.maximum.at(above, case, value)
         bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], np.maximum(floor[a, b_, t_], above))
-    return MaxCertificate(m, k, dist, cert0, ok, bucket)
+    return MaxCertificate(m, k, dist, cert0, ok, bucket, memo=memo)
 
 
 HEAD_SHARE = 0.99  # share of the all-max input's margin the heads may lose (the rest: slack)
@@ -989,11 +1004,19 @@ def multi_head_sets(tab: IntervalTables, m: int, dist: str | Distribution, c: Fl
     ok = np.logical_and.reduce(oks) & lam_ok[:, None, None]
     bucket = np.maximum.reduce(buckets)
     bucket = np.where(lam_ok[:, None, None], bucket, MIX_BUCKETS)
-    return MaxCertificate(m, first.k, first.dist, cert0, ok, bucket)
+    return MaxCertificate(m, first.k, first.dist, cert0, ok, bucket, memo=options.get("memo"))
 
 
 def _mixture_rechecks_matter(
-    bucket: np.ndarray, floor: np.ndarray, eligible: np.ndarray, tokens: np.ndarray, m: int, k: int, dist, c
+    bucket: np.ndarray,
+    floor: np.ndarray,
+    eligible: np.ndarray,
+    tokens: np.ndarray,
+    m: int,
+    k: int,
+    dist,
+    c,
+    memo: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which eligible mixture rechecks (bool [nq, f, m]) can change the certified count. A recheck
     lowers bucket[q, cc-1, t] to no less than the floor, so with opt = the buckets at their best:
@@ -1007,7 +1030,7 @@ def _mixture_rechecks_matter(
     leaves the count unchanged. Also returns the count at opt [nq, f]. Cost O(nq·k·m·log m) plus a count."""
     K = MIX_BUCKETS
     opt = np.where(eligible, np.minimum(bucket, floor), bucket)
-    at_opt = dist.count_bucketed(opt, K, m, k, c)
+    at_opt = dist.count_bucketed(opt, K, m, k, c, memo)
     groups = np.asarray(at_opt > tokens, dtype=bool)  # [nq, f]
     qi, ci = np.nonzero(groups & eligible.any(axis=-1))
     out = np.zeros_like(eligible)
@@ -1030,6 +1053,12 @@ def _mixture_rechecks_matter(
     c.add(b.size * (12 + ceil(log2(max(m_, 2)))), "mixture")
     out[qi, ci] = eligible[qi, ci] & np.where(cc == 1, single, pair)
     return out, at_opt
+
+
+def _pick(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """x[i, j] (x [a, b, ...], i and j [F] ints): [F, ...], gathered as rows of x seen as
+    [a·b, ...], which numpy does ~3x faster than the paired fancy index."""
+    return np.take(x.reshape((-1,) + x.shape[2:]), i * x.shape[1] + j, axis=0)
 
 
 def _pairs(a: np.ndarray, t: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
