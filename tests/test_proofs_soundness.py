@@ -230,7 +230,7 @@ def test_mixture_counts_match_enumeration(seed, nq, m, f):
 def test_mixture_count_memo_gives_the_same_counts(seed, m, f, dist):
     """A memo kept over calls (one proof's) changes the work, never the counts (against
     enumeration): buckets counted again, rows whose tokens are permuted (the same histograms)
-    and one histogram at every group size."""
+    and one histogram at every group size, with uniform's counts of the same buckets in the memo."""
     from maxk.proofs.cubic import MIX_BUCKETS as K
 
     d = get_distribution(dist)
@@ -241,6 +241,7 @@ def test_mixture_count_memo_gives_the_same_counts(seed, m, f, dist):
     shuffled[m] = bucket[m][:, rng.permutation(m)]  # q = m: no token is the query's
     same = np.repeat(bucket[:, :1], f, axis=1)  # one histogram for every group size
     memo: dict = {}
+    UNIFORM.count_bucketed(bucket, K, m, f + 1, FlopCounter(), memo)  # another law's counts in the same memo
     for b in (bucket, shuffled, same, bucket):
         fresh, kept = FlopCounter(), FlopCounter()
         got = d.count_bucketed(b, K, m, f + 1, kept, memo)

@@ -84,7 +84,7 @@ class Distinct(Distribution):
         """Subset DP over the tokens (the query excluded), for the rows whose count is not
         immediate: a row whose largest usable bucket times cc is below K counts P(u, cc) (u
         usable tokens). A row's count depends on its bucket histogram only, so rows whose
-        (cc, histogram) is in ``memo`` are looked up (K FLOPs). Cost O(nq·m) plus O(m·k·K) per
+        ("sets", cc, histogram) is in ``memo`` are looked up (K FLOPs). Cost O(nq·m) plus O(m·k·K) per
         other row."""
         nq, f, _ = bucket.shape
         dt = int_dtype(m, f)
@@ -100,7 +100,8 @@ class Distinct(Distribution):
         rows = np.nonzero(hard)[0]
         hists = np.zeros((len(rows), K + 1), dtype=np.int64)
         np.add.at(hists, (np.repeat(np.arange(len(rows)), m), b[rows].reshape(-1)), 1)
-        keys = [(int(cc[q]), tuple(h[:K])) for q, h in zip(rows.tolist(), hists.tolist(), strict=True)]
+        # "sets": unordered subsets, unlike bucketed_powers' ordered tuples under the same (cc, histogram)
+        keys = [("sets", int(cc[q]), tuple(h[:K])) for q, h in zip(rows.tolist(), hists.tolist(), strict=True)]
         memo = {} if memo is None else memo
         known = np.array([key in memo for key in keys], dtype=bool)
         counter.add(K * int(known.sum()), "count lookup")
