@@ -15,10 +15,14 @@ n) where that ran before it (list -1 first in ``--shares`` and ``--budgets``). `
 prints the bound with both -1 where n is at most ``--full-limit``, as the bound to compare with
 when other options are run. ``--stages`` prints, for each run, the FLOPs of each stage of the
 proof (the ``# stage:`` marks in ``maxk/proofs/cubic.py``; "tables": the enclosed tables,
-"count": the final counting) and their ratio to the previous n.
+"count": the final counting) and their ratio to the previous n (run on one thread: the stage walk is not thread-safe).
+
+The proof's shards (``shards``, default 2) run on ``--threads`` worker threads. ``--one-thread``
+also runs each setting on one thread, the shards in turn (the same count and FLOPs, checked), and
+prints its seconds and the speed-up of the threaded run over it, measured in the same run.
 
     python benchmarks/bench_cubic_proof.py [--grid 4:64,4:128,...] [--shares -1,0.14] [--budgets -1]
-        [--positions shared,all] [--full] [--full-limit 128] [--stages]
+        [--positions shared,all] [--full] [--full-limit 128] [--stages] [--threads 2] [--one-thread]
 """
 
 from __future__ import annotations
@@ -85,14 +89,17 @@ def main() -> None:
     ap.add_argument("--shares", default="-1,0.14", help="comma-separated recheck_share values")
     ap.add_argument("--positions", default="shared", help="comma-separated per_position values")
     ap.add_argument("--stages", action="store_true", help="print each run's FLOPs per stage of the proof")
+    ap.add_argument("--one-thread", action="store_true", help="also run on one thread; print the speed-up")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = 1 if args.stages else args.threads
+    torch.set_num_threads(threads)
     grid = [tuple(int(x) for x in p.split(":")) for p in args.grid.split(",")]
     shares = [float(x) for x in args.shares.split(",")]
     budgets = [float(x) for x in args.budgets.split(",")]
     runs = [(s, b, p) for p in args.positions.split(",") for s in shares for b in budgets]
     head = f"{'k':>3s} {'n':>4s} {'pos':>6s} {'share':>6s} {'budget':>6s} {'bound':>10s} {'FLOPs':>10s} {'seconds':>8s}"
-    print(f"{head} {'xFLOPs':>7s} {'xsec':>6s} {'loss':>9s} {'full bound':>11s}")
+    one = f" {'1-thread s':>10s} {'speed-up':>8s}" if args.one_thread else ""
+    print(f"{head} {'xFLOPs':>7s} {'xsec':>6s} {'loss':>9s} {'full bound':>11s}{one}")
     prev: dict[tuple[int, float, float, str], tuple[int, float, float]] = {}
     prev_stages: dict[tuple[int, float, float, str], tuple[int, Counter[str]]] = {}
     for k, n in grid:
@@ -118,7 +125,13 @@ def main() -> None:
             unbounded = bounds.get((-1.0, -1.0, p))
             loss = f"{unbounded - r.bound:9.2e}" if unbounded is not None else f"{'':9s}"
             line = f"{k:3d} {n:4d} {p:>6s} {s:6g} {b:6g} {r.bound:10.6f} {r.flops:10.3g} {r.seconds:8.2f}"
-            line += f" {grow} {loss} {full}"
+            line += f" {grow} {loss} {full:11s}"
+            if args.one_thread:
+                torch.set_num_threads(1)
+                r1 = prove(model, "cubic", exact_budget=b, recheck_share=s, per_position=p)
+                torch.set_num_threads(threads)
+                assert (r1.certified, r1.flops) == (r.certified, r.flops), "threads changed the proof"
+                line += f" {r1.seconds:10.2f} {r1.seconds / r.seconds:8.2f}"
             print(line, flush=True)
             if args.stages:
                 last_st = prev_stages.get((k, s, b, p))

@@ -8,11 +8,13 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maxk.checkpoint import load
 from maxk.errors import MaxkError
+from maxk.exact import all_sequences
 from maxk.flops import FlopCounter
 from maxk.proofs import cubic
 from maxk.proofs.cubic import RecheckPool, certified_sets, cubic_certified
@@ -20,7 +22,7 @@ from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import prove
 
 from .helpers import max_like_model
-from .test_proofs_soundness import DRAWN, adversarial, assert_covers_only_correct, drawn_model
+from .test_proofs_soundness import DRAWN, _margins, adversarial, assert_covers_only_correct, drawn_model
 
 
 @settings(max_examples=25, deadline=None)
@@ -126,11 +128,73 @@ def test_worst_arrangements_on_the_shared_rivals_keep_the_count_for_fewer_flops(
     assert flops["shared"] < 0.9 * flops["all"]
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    **DRAWN,
+    noise=st.sampled_from([0.0, 0.05, 0.2]),
+    share=st.sampled_from([0.0, 0.002, 0.02, 0.12]),
+    shards=st.integers(1, 4),
+    dist=st.sampled_from(["uniform", "distinct"]),
+)
+def test_shards_certify_only_correct_inputs(n, k, seed, noise, adv, share, shards, dist):
+    """Each shard's max tokens in order with its own pool, memo and counter: every input their
+    certificates cover is correct, and ``cubic_certified(shards=S)`` counts exactly those, with
+    the FLOPs of the shards added."""
+    if dist == "distinct" and k > n:
+        return
+    model = drawn_model(n, k, seed, noise, adv)
+    tab = enclosed_tables(model)
+    certs, total, flops = {}, 0, 0
+    for s in range(shards):
+        pool, memo, c = RecheckPool(share), {}, FlopCounter()
+        pool.attach(c)
+        for m in range(s, n, shards):
+            certs[m] = certified_sets(tab, m, dist, c, pool=pool, memo=memo)
+            total += certs[m].count(c)
+        flops += c.total
+    xs = all_sequences(n, k)
+    if dist == "distinct":
+        xs = xs[np.array([len(set(x)) == k for x in xs], dtype=bool)]
+    covered = np.array([certs[int(x.max())].covers(x) for x in xs], dtype=bool)
+    _, marg_all = _margins(model)
+    index = {tuple(x): i for i, x in enumerate(all_sequences(n, k))}
+    assert np.all(marg_all[[index[tuple(x)] for x in xs]][covered] > 0)
+    assert total == int(covered.sum())
+    c = FlopCounter()
+    assert cubic_certified(tab, dist, c, recheck_share=share, shards=shards) == total
+    assert c.total == flops
+
+
+@pytest.mark.parametrize("dist", ["uniform", "distinct"])
+def test_threads_do_not_change_the_sharded_proof(dist, monkeypatch):
+    """The shards run on worker threads (torch's thread count; here at any size): one thread and
+    two give the same count and the same FLOPs per label; on the shipped model with a binding
+    pool (beta = 1e-3) one shard and two both lie between no recheck and every recheck."""
+    monkeypatch.setattr(cubic, "_THREADED_WORK", 0)
+    tab = enclosed_tables(load("default"))
+    none_ = cubic_certified(tab, dist, recheck_share=0)
+    every = cubic_certified(tab, dist, recheck_share=-1)
+    before = torch.get_num_threads()
+    runs = {}
+    try:
+        for threads, shards in itertools.product((1, 2), (1, 2)):
+            torch.set_num_threads(threads)
+            c = FlopCounter()
+            runs[threads, shards] = cubic_certified(tab, dist, c, recheck_share=1e-3, shards=shards), c.by_label
+    finally:
+        torch.set_num_threads(before)
+    for shards in (1, 2):
+        assert runs[1, shards] == runs[2, shards]
+        assert none_ <= runs[1, shards][0] < every
+
+
 def test_bad_option_is_a_clear_error():
     with pytest.raises(MaxkError, match="exact_outputs"):
         prove(max_like_model(6, 3, 0, 0.0), "cubic", exact_outputs=0)
     with pytest.raises(MaxkError, match="per_position"):
         prove(max_like_model(6, 3, 0, 0.0), "cubic", per_position="some")
+    with pytest.raises(MaxkError, match="shards"):
+        prove(max_like_model(6, 3, 0, 0.0), "cubic", shards=0)
     with pytest.raises(MaxkError, match="does not take"):
         prove(max_like_model(6, 3, 0, 0.0), "cubic", budget=3)
 

@@ -31,6 +31,12 @@ class FlopCounter:
         """``ops`` operations on each of ``size`` elements."""
         self.add(size * ops, label)
 
+    def merge(self, other: FlopCounter) -> None:
+        """Add ``other``'s total and labels to this counter (e.g. a worker thread's own)."""
+        self.total += other.total
+        for label, n in other.by_label.items():
+            self.by_label[label] = self.by_label.get(label, 0) + n
+
     @contextmanager
     def uncounted(self) -> Iterator[None]:
         """Work inside the block is not kept: the total and labels are restored on exit (e.g. a
