@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from maxk.checkpoint import load
 from maxk.errors import MaxkError
-from maxk.exact import all_sequences
 from maxk.flops import FlopCounter
 from maxk.proofs import cubic
 from maxk.proofs.cubic import RecheckPool, certified_sets, cubic_certified
@@ -22,7 +21,13 @@ from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import prove
 
 from .helpers import max_like_model
-from .test_proofs_soundness import DRAWN, _margins, adversarial, assert_covers_only_correct, drawn_model
+from .test_proofs_soundness import (
+    DRAWN,
+    adversarial,
+    assert_certificates_cover_only_correct,
+    assert_covers_only_correct,
+    drawn_model,
+)
 
 
 @settings(max_examples=25, deadline=None)
@@ -152,14 +157,7 @@ def test_shards_certify_only_correct_inputs(n, k, seed, noise, adv, share, shard
             certs[m] = certified_sets(tab, m, dist, c, pool=pool, memo=memo)
             total += certs[m].count(c)
         flops += c.total
-    xs = all_sequences(n, k)
-    if dist == "distinct":
-        xs = xs[np.array([len(set(x)) == k for x in xs], dtype=bool)]
-    covered = np.array([certs[int(x.max())].covers(x) for x in xs], dtype=bool)
-    _, marg_all = _margins(model)
-    index = {tuple(x): i for i, x in enumerate(all_sequences(n, k))}
-    assert np.all(marg_all[[index[tuple(x)] for x in xs]][covered] > 0)
-    assert total == int(covered.sum())
+    assert_certificates_cover_only_correct(model, tab, dist, certs, total)
     c = FlopCounter()
     assert cubic_certified(tab, dist, c, recheck_share=share, shards=shards) == total
     assert c.total == flops

@@ -142,29 +142,28 @@ def test_max_like_model_is_proved_well():
     assert prove(model, "brute").certified == ev.correct
 
 
-def _implied_cubic_set(tab, dist: str, sets=certified_sets, **options) -> tuple[np.ndarray, np.ndarray, int]:
-    """Inputs of ``dist``, whether the cubic proof's certificates (``sets(tab, m, dist, counter,
-    **options)`` per max token) cover each, and its count."""
+def assert_certificates_cover_only_correct(model, tab, dist: str, certs, count: int) -> None:
+    """Every input of ``dist`` that the per-max-token certificates ``certs`` (indexable by m,
+    each counted already) cover is correct (exact float64 margin > 0), and ``count`` is their
+    number."""
     n, k = tab.n, tab.k
-    certs = [sets(tab, m, dist, FlopCounter(), **options) for m in range(n)]
-    count = sum(cert.count() for cert in certs)
     xs = all_sequences(n, k)
     if dist == "distinct":
         xs = xs[np.array([len(set(x)) == k for x in xs], dtype=bool)]
     covered = np.array([certs[int(x.max())].covers(x) for x in xs], dtype=bool)
-    return xs, covered, count
-
-
-def assert_covers_only_correct(model, tab, dist: str, sets=certified_sets, **options) -> int:
-    """Every input the certificates cover is correct (exact float64 margin > 0) and the count is
-    their number; returns the count."""
-    n, k = tab.n, tab.k
-    xs, covered, count = _implied_cubic_set(tab, dist, sets, **options)
     _, marg_all = _margins(model)
     index = {tuple(x): i for i, x in enumerate(all_sequences(n, k))}
     marg = marg_all[[index[tuple(x)] for x in xs]]
     assert np.all(marg[covered] > 0)
     assert count == int(covered.sum())
+
+
+def assert_covers_only_correct(model, tab, dist: str, sets=certified_sets, **options) -> int:
+    """Every input the cubic proof's certificates (``sets(tab, m, dist, counter, **options)`` per
+    max token) cover is correct and the count is their number; returns the count."""
+    certs = [sets(tab, m, dist, FlopCounter(), **options) for m in range(tab.n)]
+    count = sum(cert.count() for cert in certs)
+    assert_certificates_cover_only_correct(model, tab, dist, certs, count)
     return count
 
 
