@@ -4,7 +4,7 @@ For each (k, n) of ``--grid`` (default: k = 4 with n = 64, 128, 256, 512; n = 64
 20; and the paper's (20, 512)), on the recipe-trained model (seed 0, d_model = d_head = 32,
 cached), runs ``prove(model, "cubic", exact_budget=B, recheck_share=S)`` for each S of
 ``--shares`` (default: -1, no limit: every open case that can change the count rechecked
-exactly; and 0.14, the default option: the exact rechecks' FLOPs at most 14% of the rest's,
+exactly; and 0.16, the default option: the exact rechecks' FLOPs at most 16% of the rest's,
 ``maxk.proofs.cubic.RecheckPool``) and each B of ``--budgets`` (default: -1, no limit on their
 number; 0: no exact recheck) and each P of ``--positions`` (``per_position``; default "shared", the
 default option: the worst arrangement per free position formed on the shared rivals only; "all":
@@ -17,12 +17,16 @@ when other options are run. ``--stages`` prints, for each run, the FLOPs of each
 proof (the ``# stage:`` marks in ``maxk/proofs/cubic.py``; "tables": the enclosed tables,
 "count": the final counting) and their ratio to the previous n (run on one thread: the stage walk is not thread-safe).
 
-The proof's shards (``shards``, default 2) run on ``--threads`` worker threads. ``--one-thread``
-also runs each setting on one thread, the shards in turn (the same count and FLOPs, checked), and
-prints its seconds and the speed-up of the threaded run over it, measured in the same run.
+The proof's shards (``shards``, default 2) run on ``--threads`` workers: child processes
+(``maxk.proofs.shard_processes``) from n³k² = 2³⁰ on. ``--one-thread`` also runs each setting on
+one thread, the shards in turn (the same count and FLOPs, checked), and prints its seconds and the
+speed-up of the parallel run over it; ``--vs-threads`` also runs it with the shards on worker
+threads instead of processes (checked the same) and prints that speed-up; all measured in the
+same run.
 
-    python benchmarks/bench_cubic_proof.py [--grid 4:64,4:128,...] [--shares -1,0.14] [--budgets -1]
+    python benchmarks/bench_cubic_proof.py [--grid 4:64,4:128,...] [--shares -1,0.16] [--budgets -1]
         [--positions shared,all] [--full] [--full-limit 128] [--stages] [--threads 2] [--one-thread]
+        [--vs-threads]
 """
 
 from __future__ import annotations
@@ -86,10 +90,11 @@ def main() -> None:
     ap.add_argument("--full-limit", type=int, default=128, help="largest n for --full")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budgets", default="-1", help="comma-separated exact_budget values")
-    ap.add_argument("--shares", default="-1,0.14", help="comma-separated recheck_share values")
+    ap.add_argument("--shares", default="-1,0.16", help="comma-separated recheck_share values")
     ap.add_argument("--positions", default="shared", help="comma-separated per_position values")
     ap.add_argument("--stages", action="store_true", help="print each run's FLOPs per stage of the proof")
     ap.add_argument("--one-thread", action="store_true", help="also run on one thread; print the speed-up")
+    ap.add_argument("--vs-threads", action="store_true", help="also run the shards on threads; print the speed-up")
     args = ap.parse_args()
     threads = 1 if args.stages else args.threads
     torch.set_num_threads(threads)
@@ -99,6 +104,7 @@ def main() -> None:
     runs = [(s, b, p) for p in args.positions.split(",") for s in shares for b in budgets]
     head = f"{'k':>3s} {'n':>4s} {'pos':>6s} {'share':>6s} {'budget':>6s} {'bound':>10s} {'FLOPs':>10s} {'seconds':>8s}"
     one = f" {'1-thread s':>10s} {'speed-up':>8s}" if args.one_thread else ""
+    one += f" {'threads s':>10s} {'speed-up':>8s}" if args.vs_threads else ""
     print(f"{head} {'xFLOPs':>7s} {'xsec':>6s} {'loss':>9s} {'full bound':>11s}{one}")
     prev: dict[tuple[int, float, float, str], tuple[int, float, float]] = {}
     prev_stages: dict[tuple[int, float, float, str], tuple[int, Counter[str]]] = {}
@@ -132,6 +138,14 @@ def main() -> None:
                 torch.set_num_threads(threads)
                 assert (r1.certified, r1.flops) == (r.certified, r.flops), "threads changed the proof"
                 line += f" {r1.seconds:10.2f} {r1.seconds / r.seconds:8.2f}"
+            if args.vs_threads:
+                cubic._PROCESSES = False
+                try:
+                    rt = prove(model, "cubic", exact_budget=b, recheck_share=s, per_position=p)
+                finally:
+                    cubic._PROCESSES = True
+                assert (rt.certified, rt.flops) == (r.certified, r.flops), "threads changed the proof"
+                line += f" {rt.seconds:10.2f} {rt.seconds / r.seconds:8.2f}"
             print(line, flush=True)
             if args.stages:
                 last_st = prev_stages.get((k, s, b, p))

@@ -28,6 +28,7 @@ from maxk.distributions import (
     get_distribution,
     resolve,
 )
+from maxk.distributions._laws import bucket_histograms
 from maxk.errors import MaxkError
 from maxk.flops import FlopCounter
 
@@ -97,6 +98,17 @@ def test_counts_below_a_threshold(shape):
                 assert d.count_below(k, m, q0, t) == want, (m, q0, t)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10**6), st.integers(1, 9), st.integers(0, 6))
+def test_bucket_histograms_count_each_value(seed, K, m):
+    rng = np.random.default_rng(seed)
+    bucket = rng.integers(0, K + 1, size=(3, 2, m))
+    got = bucket_histograms(bucket, K)
+    assert got.shape == (3, 2, K + 1)
+    for idx in np.ndindex(3, 2):
+        assert got[idx].tolist() == [int((bucket[idx] == a).sum()) for a in range(K + 1)]
+
+
 @settings(max_examples=60, deadline=None)
 @given(_shape(), st.integers(0, 10**6))
 def test_cubic_groups_token_counts_and_bucketed_counts(shape, seed):
@@ -110,6 +122,10 @@ def test_cubic_groups_token_counts_and_bucketed_counts(shape, seed):
             only_max = any(x[-1] == q0 and (x[:-1] == m).all() for x in rows)
             assert d.max_only_occurs(k, m, q0) == only_max, (m, q0)
         groups = {(q0, cc): ways for q0, cc, ways in d.nonmax_groups(k, m)}
+        table = d.group_ways(k, m)
+        assert table.shape == (m + 1, f)
+        qs, cs = np.nonzero(table)
+        assert {(int(q0), int(c0) + 1): int(table[q0, c0]) for q0, c0 in zip(qs, cs, strict=True)} == groups
         split = Counter()
         for x in rows:
             _, rest = _free_split(x, m)

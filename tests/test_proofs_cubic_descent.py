@@ -1,20 +1,27 @@
 """The cubic proof's faster pieces decide as the plain ones: the worst-arrangement table from one
 sort per (q, o) equals sorting each free position's terms on its own, bit for bit; the dyadic
-descent of a failed tier finds exactly the single outputs that fail; and the shipped model's
-certified counts are those the proof has always given."""
+descent of a failed tier finds exactly the single outputs that fail; the levels with each query's
+rivals dropped, and the tier minima read off them, are the masked ones; a group whose buckets
+did not change keeps its mixture count; and the shipped model's certified counts are those the
+proof has always given."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from math import ceil, log2
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maxk.checkpoint import load
 from maxk.flops import FlopCounter
-from maxk.proofs.cubic import _DyadicTiers, _OutputSets, _worst_arrangements
+from maxk.proofs.cubic import RecheckPool, _DyadicTiers, _OutputSets, _worst_arrangements, certified_sets
+from maxk.proofs.enclose import enclosed_tables
 from maxk.proofs.registry import prove
+
+from .helpers import max_like_model
 
 
 def _worst_arrangements_by_sorting(Qt: np.ndarray, Mt: np.ndarray) -> np.ndarray:
@@ -109,6 +116,43 @@ def test_levels_are_block_minima():
     for _tier, level, blk in dy.blocks:
         covered[blk << level : (blk + 1) << level] += 1
     assert (covered == 1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 70), r=st.integers(1, 5), f=st.integers(1, 4))
+def test_dropped_outputs_and_tier_minima_are_the_masked_ones(seed, n, r, f):
+    """Levels with each query's shared rivals and m dropped equal the levels under the rest
+    mask, and the tier minima read off them equal ``rest_min``'s over the outputs, bit for bit."""
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, n))
+    sets = _output_sets(rng, n, m, r)
+    dy = _DyadicTiers(sets, n)
+    nq = m + 1
+    x = np.round(rng.standard_normal((nq, f, n)), 1)  # ties: which equal entry is the min must not matter
+    drop = np.concatenate([sets.shared, np.full((nq, 1), m)], axis=1)
+    masked = dy.levels(x, np.broadcast_to(sets.rest[:, None, :], x.shape), FlopCounter())
+    dropped = dy.levels(x, None, FlopCounter(), drop)
+    for a, b in zip(masked, dropped, strict=True):
+        assert np.array_equal(a, b)
+    want = sets.rest_min(x, np.arange(nq))
+    assert np.array_equal(dy.tier_mins(dropped, FlopCounter()), want)
+    assert np.array_equal(dy.tier_mins(dy.levels(x[:, 0], None, FlopCounter(), drop), FlopCounter()), want[:, 0])
+
+
+@pytest.mark.parametrize("dist", ["uniform", "distinct"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_unchanged_groups_keep_their_mixture_counts(dist, seed):
+    """A certificate counts again only the groups whose buckets the mixture rechecks touched and
+    keeps the others' counts: the same total, group choice and use of the mixture as counting
+    every group afresh."""
+    model = max_like_model(9, 4, seed, 0.3)
+    tab = enclosed_tables(model)
+    for m in range(tab.n):
+        cert = certified_sets(tab, m, dist, FlopCounter(), pool=RecheckPool(0.05))
+        fresh = replace(cert, mix_known=None, mix_changed=None)
+        assert cert.count() == fresh.count()
+        if cert.use_mix is not None:
+            assert np.array_equal(cert.use_mix, fresh.use_mix)
 
 
 def test_shipped_model_counts_are_kept():

@@ -51,3 +51,12 @@ def shuffle_rows(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if x.shape[1] <= 1:
         return x
     return np.take_along_axis(x, rng.random(x.shape).argsort(axis=1), axis=1)
+
+
+def bucket_histograms(bucket: np.ndarray, K: int) -> np.ndarray:
+    """Histogram of each row of ``bucket`` [..., m] (ints in [0, K]): [..., K+1] int64, entry a
+    the number of the row's entries equal to a. One bincount over every entry: O(size)."""
+    lead = bucket.shape[:-1]
+    rows = int(np.prod(lead))
+    idx = bucket.reshape(rows, bucket.shape[-1]) + (K + 1) * np.arange(rows)[:, None]
+    return np.bincount(idx.ravel(), minlength=rows * (K + 1)).reshape(lead + (K + 1,))

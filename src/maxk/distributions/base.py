@@ -131,6 +131,16 @@ class Distribution(ABC):
         non-max token): yields (q, cc, arrangements), arrangements = number of ways to choose
         which free positions hold the non-max tokens (the others hold m)."""
 
+    def group_ways(self, k: int, m: int) -> np.ndarray:
+        """``nonmax_groups(k, m)`` as a table: [m+1, k-1], entry (q, cc-1) the group's
+        arrangements, 0 for a group that does not occur (int64, or Python ints where int64
+        could overflow). Cost O(m·k)."""
+        f = k - 1
+        ways = np.zeros((m + 1, f), dtype=np.int64 if f <= 60 else object)
+        for q, cc, arrangements in self.nonmax_groups(k, m):
+            ways[q, cc - 1] = arrangements
+        return ways
+
     @abstractmethod
     def count_tokens(self, allowed: np.ndarray, q: int, cc: int) -> int:
         """Number of ordered cc-tuples of non-max tokens, all in ``allowed`` (bool [m], tokens

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import MaxkError
 from ..flops import FlopCounter
-from ._laws import comb_any, comb_float, int_dtype, pack_cases, shuffle_rows, token_bitsets
+from ._laws import bucket_histograms, comb_any, comb_float, int_dtype, pack_cases, shuffle_rows, token_bitsets
 from .base import Distribution
 
 
@@ -98,8 +98,7 @@ class Distinct(Distribution):
         for q in np.nonzero(~hard & (cc >= 1))[0]:
             sets[q] = comb(int(usable[q]), int(cc[q]))
         rows = np.nonzero(hard)[0]
-        hists = np.zeros((len(rows), K + 1), dtype=np.int64)
-        np.add.at(hists, (np.repeat(np.arange(len(rows)), m), b[rows].reshape(-1)), 1)
+        hists = bucket_histograms(b[rows], K)
         # "sets": unordered subsets, unlike bucketed_powers' ordered tuples under the same (cc, histogram)
         keys = [("sets", int(cc[q]), tuple(h[:K])) for q, h in zip(rows.tolist(), hists.tolist(), strict=True)]
         memo = {} if memo is None else memo

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from math import comb
 
 import numpy as np
+from flint import fmpz_poly
 
 from ..flops import FlopCounter
-from ._laws import int_dtype, pack_cases
+from ._laws import bucket_histograms, int_dtype, pack_cases
 from .base import Distribution
 
 
@@ -55,6 +56,14 @@ class Uniform(Distribution):
                 continue
             for cc in range(1, (f if q == m else f - 1) + 1):
                 yield q, cc, comb(f, cc)
+
+    def group_ways(self, k: int, m: int) -> np.ndarray:
+        f = k - 1
+        ways = np.zeros((m + 1, f), dtype=np.int64 if f <= 60 else object)
+        if f >= 1:
+            ways[:] = [comb(f, cc) for cc in range(1, f + 1)]
+            ways[:m, f - 1] = 0  # q < m: at most f - 1 free positions hold a non-max token
+        return ways
 
     def count_tokens(self, allowed: np.ndarray, q: int, cc: int) -> int:
         return int(allowed.sum()) ** cc
@@ -225,55 +234,41 @@ def bucketed_powers(bucket: np.ndarray, K: int, counter: FlopCounter, memo: dict
     [nq, f, m] ints in [0, K]): the coefficients below x^K of h(x)^cc, h the row's bucket
     histogram. Exact integers. Rows with no usable token count 0 and rows whose largest usable
     bucket times cc is below K count u^cc (u usable tokens); the others take h^cc by squaring,
-    truncated, with each polynomial packed into one Python integer (``_truncated_power_sum``).
+    truncated, in FLINT's exact integer polynomials (``_truncated_power_sum``).
     ``memo``: a dict kept across calls (e.g. one proof's) from (cc, histogram) to the count, so
     that a histogram met again is looked up (K FLOPs) instead of powered.
     Cost O(nq·f·m) plus O(K²·log f) per row of the last kind not in ``memo``."""
     nq, f, m_ = bucket.shape
-    live = bucket < K
-    usable = live.sum(axis=-1)  # [nq, f]
-    top = np.where(live, bucket, 0).max(axis=-1, initial=0)
+    hist_all = bucket_histograms(bucket, K)[..., :K]  # [nq, f, K]; bucket K: in no counted tuple
+    usable = hist_all.sum(axis=-1)  # [nq, f]
+    held = hist_all > 0
+    top = np.where(usable > 0, K - 1 - np.argmax(held[..., ::-1], axis=-1), 0)  # the largest usable bucket
     cc = np.arange(1, f + 1)[None, :]
     counter.add(3 * bucket.size, "count DP")
     out = np.empty((nq, f), dtype=int_dtype(m_, f))
     out[...] = np.where(top * cc < K, usable, 0)
     out **= np.broadcast_to(cc, (nq, f)).astype(out.dtype)
     qi, ci = np.nonzero((top * cc >= K) & (usable > 0))
-    hard = live[qi, ci]  # [R, m]
-    rows, t = np.nonzero(hard)
-    hists = np.zeros((len(qi), K), dtype=np.int64)
-    np.add.at(hists, (rows, bucket[qi, ci][rows, t]), 1)
+    hists = hist_all[qi, ci]  # [R, K]
     memo = {} if memo is None else memo
-    for q, c, hist, u in zip(qi.tolist(), ci.tolist(), hists.tolist(), usable[qi, ci].tolist(), strict=True):
+    for q, c, hist in zip(qi.tolist(), ci.tolist(), hists.tolist(), strict=True):
         key = (c + 1, tuple(hist))
         got = memo.get(key)
         if got is None:
-            got = memo[key] = _truncated_power_sum(hist, c + 1, u, K, counter)
+            got = memo[key] = _truncated_power_sum(hist, c + 1, K, counter)
         else:
             counter.add(K, "count lookup")
         out[q, c] = got
     return out
 
 
-def _truncated_power_sum(hist: list[int], e: int, u: int, K: int, counter: FlopCounter) -> int:
-    """Sum of the coefficients of x^0..x^(K-1) in h(x)^e, h(x) = sum_a hist[a] x^a with
-    sum(hist) = u, exactly. Each polynomial is one integer with B-bit slots (Kronecker
-    substitution), B above the bit length of u^e: no coefficient of a truncated power or of
-    their products reaches 2^B, so slots never carry and masking to K slots truncates."""
-    B = (u**e).bit_length() + 1
-    mask = (1 << (B * K)) - 1
-    base = sum(h << (B * a) for a, h in enumerate(hist) if h)
-    acc = 1
-    while e:
-        if e & 1:
-            acc = (acc * base) & mask
-            counter.add(K * (K + 1), "count DP")
-        e >>= 1
-        if e:
-            base = (base * base) & mask
-            counter.add(K * (K + 1), "count DP")
-    ones = mask // ((1 << B) - 1)  # sum of 2^(B·a), a < K; slot K-1 of acc·ones: the sum of acc's slots
-    return ((acc * ones) >> (B * (K - 1))) & ((1 << B) - 1)
+def _truncated_power_sum(hist: list[int], e: int, K: int, counter: FlopCounter) -> int:
+    """Sum of the coefficients of x^0..x^(K-1) in h(x)^e, h(x) = sum_a hist[a] x^a, exactly:
+    FLINT's truncated power of an integer polynomial (``fmpz_poly.pow_trunc``, binary powering
+    with every product cut below x^K), counted as K·(K+1) operations per product of it."""
+    bits = e.bit_length()
+    counter.add(K * (K + 1) * (bits - 1 + e.bit_count()), "count DP")
+    return int(sum(fmpz_poly(hist).pow_trunc(e, K).coeffs()))
 
 
 def _copies_table(k: int, n: int) -> np.ndarray:

@@ -42,26 +42,29 @@ certifies what G on every output does (the same counts on the shipped model, bot
 distributions; ~3·10⁻¹⁹ of the inputs fewer at k = 20) for O(k²·r) per (m, q) instead of
 O(k²·n). ``per_position="all"`` forms G on every output (the proof before).
 
-Cost. G on every output costs O(n³k²) (n² pairs (m, q), n outputs, k² (c, j); one sort per
-(m, q, o)); on the shared rivals O(n²k²r), and G0 O(n³k log k). A
-bracket G + c·T > 0 is tested as T > up(-G/c), one comparison. Token checks are first done
-with the output decoupled, min_o T against up(-min_o G/c) (and likewise rho from min_o G0),
-which costs O(n³k²) for all (m, q, c, t, j) (by default min_{o, j} T against up(-min_o G0/c)
-first, O(n³k), and per j only where that fails); the (m, q, c, t) these cheap checks leave open
-are redone over a few outputs exactly and per tier of outputs (the token terms of (q, t) once
-for every c), and the tiers that still fail are bounded again on their dyadic blocks, halving
-only the blocks that fail (``_DyadicTiers``), at most O(n·k) each; a recheck that cannot
-change the count is skipped. The number of these exact rechecks grows faster than n³ on
-trained models, so by default their FLOPs are held within RECHECK_SHARE (beta) times the
-rest of the proof's (``RecheckPool``): the proof costs at most (1 + beta) times its O(n³k²)
-core, and the pool is spent on the rechecks with the most estimated certified inputs per FLOP
-first (``recheck_share=-1``: every recheck, unbounded). Counting is exact (Python integers where int64 could
-overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate and whose
-(cc, bucket histogram) the proof has not met before (``memo``: one dict per shard, looked up in
-O(K); at (20, 128) 7,994 of 54,656 such groups are new).
+Cost. G on every output costs O(n³k²) (n² pairs (m, q), n outputs, k² (c, j); one sort per (m,
+q, o)); on the shared rivals O(n²k²r), and G0 O(n³k log k). A bracket G + c·T > 0 is tested as T
+> up(-G/c), one comparison. Token checks are first done with the output decoupled, min_o T
+against up(-min_o G/c) (and likewise rho from min_o G0), which costs O(n³k²) for all (m, q, c,
+t, j) (by default min_{o, j} T against up(-min_o G0/c) first, O(n³k), and per j only where that
+fails and T's least value is above the least threshold over j, which decides the rest at once);
+the (m, q, c, t) these cheap checks leave open are redone over a few outputs exactly and per
+tier of outputs (the token terms of (q, t) once for every c; the terms' tier minima read off
+their dyadic levels), and the tiers that still fail are bounded again on their dyadic blocks,
+halving only the blocks that fail (``_DyadicTiers``), at most O(n·k) each; a recheck that cannot
+change the count is skipped. The number of these exact rechecks grows faster than n³ on trained
+models, so by default their FLOPs are held within RECHECK_SHARE (beta) times the rest of the
+proof's (``RecheckPool``): the proof costs at most (1 + beta) times its O(n³k²) core, and the
+pool is spent on the rechecks with the most estimated certified inputs per FLOP first
+(``recheck_share=-1``: every recheck, unbounded). Counting is exact (Python integers where int64
+could overflow) and costs O(n²k²) plus O(K² log k) per group whose count is not immediate and
+whose (cc, bucket histogram) the proof has not met before (``memo``: one dict per shard, looked
+up in O(K); at (20, 128) 7,994 of 54,656 such groups are new); a group whose buckets have not
+changed since it was last counted keeps its count.
 Shards. The max tokens are dealt round-robin into ``shards`` (default 2), each with its own
-recheck pool, memo and FLOP counter, so that worker threads can run them (from n³k² = 2³⁰ on)
-and the count and FLOPs still do not depend on the threads.
+recheck pool, memo and FLOP counter, so that they can run in parallel (from n³k² = 2³⁰ on: in
+child processes, ``maxk.proofs.shard_processes``, or on worker threads where a child could not
+rebuild the distribution) and the count and FLOPs still do not depend on how they ran.
 Every step is a lower bound computed with outward rounding (``maxk.proofs.enclose``; the hot
 steps round their temporaries in place) from the enclosed tables, so a too-close call is simply
 not certified.
@@ -78,21 +81,23 @@ import numpy as np
 import torch
 
 from ..distributions import Distribution, get_distribution, resolve
+from ..distributions._laws import bucket_histograms
 from ..errors import MaxkError
 from ..flops import FlopCounter
 from ..torch_threads import single_threaded
+from . import shard_processes
 from .common import diff_lower, exclude_column
 from .enclose import Interval, IntervalTables, down, enclosed_tables, exp, mul_lower, sum_lower, up
 
 COST = "O(n^3 k^2)"
 _REFINE_CHUNK = 4096  # (m, q, c, t) cases redone at a time
-_REFINE_FLOATS = 1 << 20  # entries of token terms [cases, k-1, n] an exact recheck holds at once (8 MB)
+_RECHECK_FLOATS = 1 << 22  # block terms [cases·blocks, k-1] an exact recheck holds at once (32 MB)
 _TOP_BLOCK = 3  # a failed tier is redone from its aligned blocks of at most 2^3 outputs
 _BLOCK_FLOATS = 1 << 22  # entries of the worst-arrangement table G built at once (32 MB)
 EXACT_OUTPUTS = 4  # r: a token case left open is redone exactly over 2r outputs
 EXACT_BUDGET = -1.0  # exact rechecks per max token, in units of (m+1)·m·(k-1)/n cases per stage;
 # negative: no limit on their number (the FLOP share RECHECK_SHARE still applies)
-RECHECK_SHARE = 0.14  # beta: the exact rechecks' FLOPs are at most beta times the rest of the proof's
+RECHECK_SHARE = 0.16  # beta: the exact rechecks' FLOPs are at most beta times the rest of the proof's
 # (cumulative over the max tokens, up to one chunk); negative: no limit (every open case that can change the count)
 _TOKEN_SHARE = 0.1  # of the recheck FLOPs available when a token stage starts, the share it may spend
 PER_POSITION = "shared"  # where G, the worst arrangement per free position, is formed: "shared" rivals or "all"
@@ -100,8 +105,9 @@ PER_POSITION = "shared"  # where G, the worst arrangement per free position, is 
 MIX_BUCKETS = 32  # K: resolution of the mixture certificate's rho (sum of buckets < K)
 SHARDS = 2  # the max tokens m = s, s + S, s + 2S, ... form shard s of S; each has its own recheck pool and
 # count memo, so the result does not depend on how many threads run the shards
-_THREADED_WORK = 1 << 30  # n³k² from which the shards run on worker threads (below it threads cost more than
+_THREADED_WORK = 1 << 30  # n³k² from which the shards run in parallel (below it threads cost more than
 # they gain: measured ×0.6–1.1 at n³k² <= 8.4e8, ×1.38 at (k, n) = (20, 256); the GIL serialises the small steps)
+_PROCESSES = True  # run them in child processes (``maxk.proofs.shard_processes``), else on threads
 
 
 def _tables(model_or_tab, counter: FlopCounter) -> IntervalTables:
@@ -171,32 +177,52 @@ def cubic_certified(
     c = counter if counter is not None else FlopCounter()
     tab = _tables(model_or_tab, c)
     d = resolve(dist, tab.n, tab.k)
-    budget = None if exact_budget < 0 else exact_budget
-    sets = certified_sets if tab.n_heads == 1 else multi_head_sets
-
-    def shard(s: int) -> tuple[int, FlopCounter]:
-        cs = FlopCounter()  # the enclosed tables (O(n²d)) are counted in c, not booked to a pool
-        pool = None if recheck_share < 0 else RecheckPool(recheck_share)
-        if pool is not None:
-            pool.attach(cs)
-        options = {
-            "exact_outputs": exact_outputs,
-            "exact_budget": budget,
-            "pool": pool,
-            "per_position": per_position,
-            "memo": {},  # the mixture counts met so far (``Distribution.count_bucketed``), one per shard
-        }
-        return sum(sets(tab, m, d, cs, **options).count(cs) for m in range(s, tab.n, shards)), cs
-
+    options = {
+        "exact_outputs": exact_outputs,
+        "exact_budget": exact_budget,
+        "recheck_share": recheck_share,
+        "per_position": per_position,
+    }
     workers = min(shards, tab.n, torch.get_num_threads()) if tab.n**3 * tab.k**2 >= _THREADED_WORK else 1
-    if workers > 1:
+    if workers > 1 and _PROCESSES and shard_processes.can_run(d):
+        results = shard_processes.run(tab, d, shards, options, workers)
+    elif workers > 1:
         with single_threaded(), ThreadPoolExecutor(workers) as ex:
-            results = list(ex.map(shard, range(shards)))
+            results = list(ex.map(lambda s: prove_shard(tab, d, s, shards, **options), range(shards)))
     else:
-        results = [shard(s) for s in range(shards)]
+        results = [prove_shard(tab, d, s, shards, **options) for s in range(shards)]
     for _, cs in results:
         c.merge(cs)
     return sum(total for total, _ in results)
+
+
+def prove_shard(
+    tab: IntervalTables,
+    d: Distribution,
+    s: int,
+    shards: int,
+    *,
+    exact_outputs: int,
+    exact_budget: float,
+    recheck_share: float,
+    per_position: str,
+) -> tuple[int, FlopCounter]:
+    """Shard s of ``shards`` of the cubic proof: the certified count over the max tokens m = s,
+    s + shards, ... with their own recheck pool, count memo and FLOP counter (returned; the
+    tables are not in it). Options as ``cubic_certified``."""
+    cs = FlopCounter()
+    pool = None if recheck_share < 0 else RecheckPool(recheck_share)
+    if pool is not None:
+        pool.attach(cs)
+    sets = certified_sets if tab.n_heads == 1 else multi_head_sets
+    options = {
+        "exact_outputs": exact_outputs,
+        "exact_budget": None if exact_budget < 0 else exact_budget,
+        "pool": pool,
+        "per_position": per_position,
+        "memo": {},  # the mixture counts met so far (``Distribution.count_bucketed``), one per shard
+    }
+    return sum(sets(tab, m, d, cs, **options).count(cs) for m in range(s, tab.n, shards)), cs
 
 
 @dataclass
@@ -210,7 +236,9 @@ class MaxCertificate:
         max_{j, o} (-T(t, j, o))^+ / G0(cc, o); inputs whose cc non-max tokens have bucket sum
         < K are correct (the mixture certificate).
     Per group (q, cc) the certificate that covers more inputs is used (``use_mix``).
-    memo: the mixture counts already met (``Distribution.count_bucketed``), or None."""
+    memo: the mixture counts already met (``Distribution.count_bucketed``), or None.
+    mix_known [nq, f], mix_changed [nq, f] bool: the mixture counts of the groups, valid where
+    their buckets have not changed since (then only the changed groups are counted again)."""
 
     m: int
     k: int
@@ -220,6 +248,8 @@ class MaxCertificate:
     bucket: np.ndarray | None = None
     K: int = MIX_BUCKETS
     memo: dict | None = None
+    mix_known: np.ndarray | None = None
+    mix_changed: np.ndarray | None = None
     use_mix: np.ndarray | None = field(default=None, init=False)
     _group_counts: dict | None = field(default=None, init=False)
 
@@ -233,14 +263,18 @@ class MaxCertificate:
         assert self.bucket is not None  # certified_sets sets ok and bucket together
         nq, f_ = self.ok.shape[:2]
         self.use_mix = np.zeros((nq, f_), dtype=bool)
-        mix = d.count_bucketed(self.bucket, self.K, m, k, c, self.memo)
+        if self.mix_known is None or self.mix_changed is None:
+            mix = d.count_bucketed(self.bucket, self.K, m, k, c, self.memo)
+        else:
+            mix = _recount(d, self.bucket, self.mix_changed, self.mix_known, m, k, c, self.memo)
         tokens = d.count_token_groups(self.ok, np.arange(nq), m, k)
-        for q, cc, ways in d.nonmax_groups(k, m):
-            old = ways * int(tokens[q, cc - 1])
-            new = ways * int(mix[q, cc - 1])
-            self.use_mix[q, cc - 1] = new > old
-            total += max(old, new)
-        return total
+        ways = d.group_ways(k, m)
+        occurs = ways > 0
+        w = ways[occurs].astype(object)  # Python integers: the products are exact
+        old = w * np.asarray(tokens)[occurs].astype(object)
+        new = w * np.asarray(mix)[occurs].astype(object)
+        self.use_mix[occurs] = (new > old).astype(bool)
+        return total + int(np.maximum(old, new).sum())
 
     def covers(self, tokens) -> bool:
         """Whether this certificate covers the input ``tokens`` (k ints with max m). For tests;
@@ -333,20 +367,22 @@ def _mixture_gains(bucket: np.ndarray, floor: np.ndarray, eligible: np.ndarray, 
     if len(qi) == 0:
         return gain
     b = bucket[qi, ci]  # [G, m]
-    hist = np.zeros((len(qi), K + 1))
-    np.add.at(hist, (np.repeat(np.arange(len(qi)), m), b.reshape(-1)), 1.0)
-    hist = hist[:, :K]  # bucket K: in no counted tuple
+    hist = bucket_histograms(b, K)[:, :K].astype(np.float64)  # bucket K: in no counted tuple
+    # the groups by cc, largest first: the r-th power is formed only for the groups that need it
+    order = np.argsort(-ci, kind="stable")
+    hist, need = hist[order], ci[order]
     power = np.zeros((len(qi), K))
     power[:, 0] = 1.0  # the 0-tuples: one, of sum 0
-    cdf = np.zeros((f, len(qi), K))  # cdf[r, g, x]: r-tuples of group g with bucket sum <= x
-    cdf[0] = 1.0
-    for r in range(1, f):
-        nxt = np.zeros_like(power)
-        for x in range(K):  # nxt[:, x + y] += power[:, x]·hist[:, y], truncated below K
-            nxt[:, x:] += power[:, x : x + 1] * hist[:, : K - x]
-        power = nxt
-        cdf[r] = np.cumsum(power, axis=-1)
-    row = cdf[ci, np.arange(len(qi))]  # [G, K]: the (cc-1)-tuples of each group
+    row = np.zeros((len(qi), K))  # row[g, x]: the (cc-1)-tuples of group g with bucket sum <= x
+    for r in range(int(need[0]) + 1):
+        if r > 0:
+            live = int(np.count_nonzero(need >= r))
+            nxt = np.zeros((live, K))
+            for x in range(K):  # nxt[:, x + y] += power[:, x]·hist[:, y], truncated below K
+                nxt[:, x:] += power[:live, x : x + 1] * hist[:live, : K - x]
+            power = nxt
+        here = need[: len(power)] == r
+        row[order[: len(power)][here]] = np.cumsum(power[here], axis=-1)
     padded = np.concatenate([np.zeros((len(qi), 1)), row], axis=1)  # x = -1: none
 
     def fits(limit: np.ndarray) -> np.ndarray:
@@ -482,20 +518,43 @@ class _DyadicTiers:
                 blocks.append((tier, lv, s0 >> lv))
                 s0 += 1 << lv
         self.blocks = np.array(blocks, dtype=np.int64).reshape(-1, 3)
+        self._position = np.full(n, -1)  # output -> its place in the tier order (-1: not in it)
+        self._position[sets.perm] = np.arange(n1)
+        # the blocks gathered level by level, then put back in tier order for the tier minima
+        lv_of = self.blocks[:, 1]
+        self._by_level = [(lv_, self.blocks[lv_of == lv_, 2]) for lv_ in np.unique(lv_of)]
+        self._block_order = np.argsort(np.concatenate([np.nonzero(lv_of == lv_)[0] for lv_, _ in self._by_level]))
+        self._tier_first = np.searchsorted(self.blocks[:, 0], np.arange(len(sets.starts)))
 
-    def levels(self, x: np.ndarray, mask: np.ndarray | None, c: FlopCounter) -> list[np.ndarray]:
+    def levels(
+        self, x: np.ndarray, mask: np.ndarray | None, c: FlopCounter, drop: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """Per level l, the min of x [..., n] (entries where ``mask`` is False: +inf) over each
-        aligned block: [..., size >> l]."""
+        aligned block: [..., size >> l]. ``drop`` [rows, p]: outputs also taken as +inf in each
+        row (first axis) of x, without a pass over x as a mask takes."""
         if mask is not None:
             x = np.where(mask, x, np.inf)
         lv = np.full(x.shape[:-1] + (self.size,), np.inf)
         lv[..., : self.n1] = x[..., self.sets.perm]
+        if drop is not None:
+            pos = self._position[drop]
+            rows, cols = np.nonzero(pos >= 0)
+            lv[rows, ..., pos[rows, cols]] = np.inf
         out = [lv]
         for _ in range(self.top):
             lv = np.minimum(lv[..., 0::2], lv[..., 1::2])
             out.append(lv)
         c.add(lv.size * ((1 << self.top) - 1), "compare")  # size - size/2^top pairwise mins per row
         return out
+
+    def tier_mins(self, levels: list[np.ndarray], c: FlopCounter) -> np.ndarray:
+        """The min over each tier from ``levels`` of x: [..., B], the floats of
+        ``_OutputSets.rest_min`` of x with the same outputs left out, from one entry per block
+        (about a 2^top-th of x's)."""
+        parts = np.concatenate([levels[lv_][..., blk] for lv_, blk in self._by_level], axis=-1)
+        blocks = parts[..., self._block_order]
+        c.add(blocks.size, "compare")
+        return np.minimum.reduceat(blocks, self._tier_first, axis=-1)
 
     def descend(self, bits: np.ndarray, fails) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bound the blocks of the tiers marked in ``bits`` [F] (bit i: tier i) and split those
@@ -554,7 +613,7 @@ def certified_sets(
     the best per-token count, and the mixture rechecks of ``_mixture_rechecks_matter``); the
     count is unchanged.
     Queries are taken in blocks of at most _BLOCK_FLOATS entries of G, rechecks in chunks of
-    at most _REFINE_FLOATS token terms. ``pool``: the FLOP allowance of the exact rechecks
+    at most _RECHECK_FLOATS block terms. ``pool``: the FLOP allowance of the exact rechecks
     (``RecheckPool``; None: no limit), spent on the cases with the most estimated certified
     inputs per FLOP first (the inputs a group can still gain, shared over its open cases; for a
     mixture case in proportion to the bucket it may lose), at most ``_TOKEN_SHARE`` of what is
@@ -633,21 +692,13 @@ def certified_sets(
     c.add(D.size + m * n + f * n, "compare")
     minU = sum_lower([Dmin[:, None, None], Vmin[None, :, None], Wmin[None, None, :]], c)  # [nq, m, f]
     tl = mul_lower(wt.lo, wt.hi, minU, c)  # [nq, m, f]: <= min_o T(t, j, o)
-    valid = np.zeros((nq, f), dtype=bool)  # the (q, c) groups that occur under dist
-    ways = np.zeros((nq, f))  # their arrangements (floats: only the recheck priority reads them)
-    for q_, cc_, ways_ in dist.nonmax_groups(k, m):
-        valid[q_, cc_ - 1] = True
-        ways[q_, cc_ - 1] = ways_
+    ways = dist.group_ways(k, m).astype(np.float64)  # [nq, f] arrangements (floats: only the priority reads them)
+    valid = ways > 0  # the (q, c) groups that occur under dist
     # the outputs treated exactly and the decoupled rest: lower bounds of D, W, G0 over it
     # stage: output sets
     sets = _OutputSets(G0x, V, m, exact_outputs)
-    DR = sets.rest_min(D, qs)  # [nq, B]
-    WR = sets.rest_min(np.broadcast_to(W[:f], (nq, f, n)), qs)  # [nq, f, B]
-    G0R = sets.rest_min(G0, qs)  # [nq, f, B]
-    c.add(2 * (D.size + nq * f * n + G0.size), "compare")
     allow = np.inf if exact_budget is None else exact_budget * nq * m * f / n
     allowance = {"ok": allow, "mixture": allow}
-    chunk = max(1, min(_REFINE_CHUNK, _REFINE_FLOATS // (f * n)))
 
     def token_terms(a: np.ndarray, t_: np.ndarray, o: np.ndarray | None) -> np.ndarray:
         """Lower bounds of T(t, j, o) for (q, t) = (a, t_) [F]: [F, f, n] over every output, or
@@ -687,13 +738,16 @@ def certified_sets(
     if len(sets.starts) > 62:  # tier_bits packs the failed tiers of a case into one int64
         raise MaxkError(f"cubic: {len(sets.starts)} output tiers do not fit the recheck's bit set")
     dy = _DyadicTiers(sets, n)
-    rest_w = np.broadcast_to(sets.rest[:, None, :], (nq, f, n))
-    lD = dy.levels(D, sets.rest, c)  # per level [nq, blocks]
+    chunk = max(1, min(_REFINE_CHUNK, _RECHECK_FLOATS // (f * len(dy.blocks))))  # rechecks at a time
+    drop = np.concatenate([sets.shared, np.full((nq, 1), m)], axis=1)  # [nq, r+1]: outside each query's rest
+    lD = dy.levels(D, None, c, drop)  # per level [nq, blocks]
     lV = dy.levels(sets._vx, None, c)  # [m, blocks]; t's own outputs and m are +inf already
-    lW = dy.levels(np.broadcast_to(W[:f], (nq, f, n)), rest_w, c)  # [nq, f, blocks]
-    lG0 = dy.levels(G0, rest_w, c)  # [nq, f, blocks]
-    lWany = dy.levels(np.broadcast_to(W[:f].min(axis=0), (nq, n)), sets.rest, c)  # [nq, blocks]: min over j too
+    lW = dy.levels(np.broadcast_to(W[:f], (nq, f, n)), None, c, drop)  # [nq, f, blocks]
+    lG0 = dy.levels(G0, None, c, drop)  # [nq, f, blocks]
+    lWany = dy.levels(np.broadcast_to(W[:f].min(axis=0), (nq, n)), None, c, drop)  # [nq, blocks]: min over j too
     c.add(f * n, "compare")
+    # lower bounds of D, W, G0 over each tier of the decoupled rest
+    DR, WR, G0R = dy.tier_mins(lD, c), dy.tier_mins(lW, c), dy.tier_mins(lG0, c)  # [nq, B], [nq, f, B], [nq, f, B]
 
     def block_bound(DR_, VR_, WR_, w_lo, w_hi) -> np.ndarray:
         """mul_lower(w, D + V + W) from a block's lower bounds of the three terms (+inf for a
@@ -800,7 +854,8 @@ def certified_sets(
         # O(k²·n). A case passing against min_o G0 with T's least value over j needs no G at all.
         G0rest = G0R.min(axis=-1)  # [nq, c]: over the outputs outside the shared rivals (their tiers)
         thr0 = up(-G0min / cs[0, :, 0, 0], c, inplace=True)  # [nq, c]
-        ok0 = tl.min(axis=-1)[:, None, :] > thr0[:, :, None]  # [nq, c, t]
+        tlmin = tl.min(axis=-1)  # [nq, t]: T's least value over every position and output
+        ok0 = tlmin[:, None, :] > thr0[:, :, None]  # [nq, c, t]
         with np.errstate(over="ignore"):  # -inf (an empty tier: no constraint) rounds up to the least float
             ZR0 = up(-G0R / cs[..., 0], c, inplace=True)  # [nq, c, B]
         c.add(G0R.size + tl.size + thr0.size + ok0.size, "cheap check")
@@ -831,9 +886,11 @@ def certified_sets(
         thr = up(-Gmin / cs[:, :, 0], c, inplace=True)  # [b, c, j]
         if shared_only:  # only the cases the G0 check leaves open
             okb = ok0[blk].copy()
-            qa, ca, ta = np.nonzero(~okb & valid[blk][:, :, None])
+            # T's least value at or below the least threshold fails at its own position: no gather
+            fails = tlmin[blk][:, None, :] <= thr.min(axis=-1)[:, :, None]  # [b, c, t]
+            qa, ca, ta = np.nonzero(~okb & ~fails & valid[blk][:, :, None])
             okb[qa, ca, ta] = (_pick(tl, blk[qa], ta) > _pick(thr, qa, ca)).all(axis=-1)
-            c.add(thr.size + len(qa) * f, "cheap check")
+            c.add(2 * thr.size + fails.size + len(qa) * f, "cheap check")
         else:
             cheap = tl[blk][:, None, :, :] > thr[:, :, None, :]  # [b, c, m, f]
             c.add(thr.size + cheap.size, "cheap check")
@@ -841,26 +898,31 @@ def certified_sets(
         hopeless = np.zeros_like(okb)
         ok_tiers = np.zeros(okb.shape, dtype=np.int64)  # tiers an exact recheck must redo
         # stage: token partial
-        qi, ti, ci = np.nonzero((~okb & valid[blk][:, :, None]).transpose(0, 2, 1))  # (q, t, c) order
         # the partial check tests T > up(-G/c) as the cheap check does: over the shared rivals
         # and the tiers the thresholds depend on (q, c, j) only, and are computed once
         with np.errstate(over="ignore"):  # -inf (an empty tier: no constraint) rounds up to the least float
             Zs = up(-Gs / cs, c, inplace=True)  # [b, c, j, r]
         c.add(Zs.size, "partial check")
+        if ZR is None:  # the hardest shared rival o1 first, for every open case at once: most fail there
+            rows = slice(q0, q0 + len(blk))
+            o1 = sets.shared[blk, 0]  # [b]
+            U1 = sum_lower([D[blk, o1][:, None, None], V[:m, o1].T[:, :, None], W[:f][:, o1].T[:, None, :]], c)
+            T1 = mul_lower(wt.lo[rows], wt.hi[rows], U1, c)  # [b, t, j]: T(t, j, o1), token_terms' floats
+            Z1 = np.ascontiguousarray(Zs[..., 0])  # [b, c, j]
+            open1 = ~okb & valid[blk][:, :, None]
+            # T's least value over j at or below the least threshold fails at its own position
+            hopeless = open1 & (T1.min(axis=-1)[:, None, :] <= Z1.min(axis=-1)[:, :, None])  # [b, c, t]
+            qa, ca, ta = np.nonzero(open1 & ~hopeless)
+            live = (_pick(T1, qa, ta) > _pick(Z1, qa, ca)).all(axis=-1)
+            hopeless[qa[~live], ca[~live], ta[~live]] = True  # the exact check computes o1 too: it fails
+            c.add(T1.size + Z1.size + hopeless.size + len(qa) * f, "partial check")
+            qi, ti, ci = np.nonzero((open1 & ~hopeless).transpose(0, 2, 1))  # (q, t, c) order
+        else:
+            qi, ti, ci = np.nonzero((~okb & valid[blk][:, :, None]).transpose(0, 2, 1))
         for s in range(0, len(qi), _REFINE_CHUNK):
             a, b_, t_ = qi[s : s + _REFINE_CHUNK], ci[s : s + _REFINE_CHUNK], ti[s : s + _REFINE_CHUNK]
             aq = blk[a]
             first, each = _pairs(a, t_, m)  # the terms of (q, t) once for all its c
-            if ZR is None:  # the hardest shared rival first: most cases fail there (hopeless)
-                T1 = token_terms(aq[first], t_[first], sets.shared[aq[first], :1])[each][..., 0]  # [F, f]
-                live = (T1 > Zs[a, b_, :, 0]).all(axis=-1)
-                c.add(T1.size, "partial check")
-                hopeless[a[~live], b_[~live], t_[~live]] = True
-                a, b_, t_ = a[live], b_[live], t_[live]
-                if len(a) == 0:
-                    continue
-                aq = blk[a]
-                first, each = _pairs(a, t_, m)
             own = sets.own[t_]  # [F, r]
             Tp = token_terms(aq[first], t_[first], sets.outputs(aq[first], t_[first]))  # [U, f, 2r]
             Rp = rest_terms(aq[first], t_[first])  # [U, f, B]
@@ -937,7 +999,7 @@ def certified_sets(
     tokens = dist.count_token_groups(ok, qs, m, k)
     at_floor = None
     if prune:
-        matter, at_floor = _mixture_rechecks_matter(bucket, floor, eligible, tokens, m, k, dist, c, memo)
+        matter, at_floor = _mixture_rechecks_matter(bucket, floor, eligible, tokens, mix_now, m, k, dist, c, memo)
         eligible &= matter
     gain = None
     if pool is not None:  # what each group can gain: its count at the floors above the current best
@@ -951,6 +1013,7 @@ def certified_sets(
     # stage: mixture exact
     qi, ci, ti, est = ranked("mixture", 1.0, eligible, gain, mix_tiers)
     # the exact rho's bucket: the floor, or the largest of the single outputs above it
+    changed = np.zeros((nq, f), dtype=bool)  # the groups whose buckets the rechecks may lower
     for s, size in chunks("mixture", len(qi), est, lambda: _left(pool)):
         a, b_, t_ = qi[s : s + size], ci[s : s + size], ti[s : s + size]
 
@@ -976,7 +1039,8 @@ def certified_sets(
         above = np.zeros(len(a), dtype=np.int64)
         np.maximum.at(above, case, value)
         bucket[a, b_, t_] = np.minimum(bucket[a, b_, t_], np.maximum(floor[a, b_, t_], above))
-    return MaxCertificate(m, k, dist, cert0, ok, bucket, memo=memo)
+        changed[a, b_] = True
+    return MaxCertificate(m, k, dist, cert0, ok, bucket, memo=memo, mix_known=mix_now, mix_changed=changed)
 
 
 HEAD_SHARE = 0.99  # share of the all-max input's margin the heads may lose (the rest: slack)
@@ -1042,6 +1106,7 @@ def _mixture_rechecks_matter(
     floor: np.ndarray,
     eligible: np.ndarray,
     tokens: np.ndarray,
+    now: np.ndarray,
     m: int,
     k: int,
     dist,
@@ -1057,10 +1122,12 @@ def _mixture_rechecks_matter(
         opt_t + opt_s + (cc-2)·L < K <= bucket_t + b_s + (cc-2)·R,
     L the least opt, b_s = min(bucket_s, K-1) (a counted tuple's final buckets are below K) and
     R the largest such b_s (the tuple's other cc-2 tokens relaxed to those). Skipping the others
-    leaves the count unchanged. Also returns the count at opt [nq, f]. Cost O(nq·k·m·log m) plus a count."""
+    leaves the count unchanged. Also returns the count at opt [nq, f] (``now``, the counts of
+    ``bucket``, stand for it in the groups without an eligible recheck). Cost O(nq·k·m·log m)
+    plus a count of those groups."""
     K = MIX_BUCKETS
     opt = np.where(eligible, np.minimum(bucket, floor), bucket)
-    at_opt = dist.count_bucketed(opt, K, m, k, c, memo)
+    at_opt = _recount(dist, opt, eligible.any(axis=-1), now, m, k, c, memo)
     groups = np.asarray(at_opt > tokens, dtype=bool)  # [nq, f]
     qi, ci = np.nonzero(groups & eligible.any(axis=-1))
     out = np.zeros_like(eligible)
@@ -1071,18 +1138,40 @@ def _mixture_rechecks_matter(
     lowest = o.min(axis=-1, keepdims=True)
     capped = np.where(o < K, np.minimum(b, K - 1), -1)  # -1: s is in no counted tuple
     reach = capped.max(axis=-1, keepdims=True)
-    # for each t the largest b_s among the tokens s with opt_s < K - opt_t - (cc-2)·L
-    order = np.argsort(o, axis=-1, kind="stable")
-    best = np.maximum.accumulate(np.take_along_axis(capped, order, axis=-1), axis=-1).reshape(-1)
-    rows = (np.arange(R) * (K + 2))[:, None]
-    keys = (rows + np.take_along_axis(o, order, axis=-1)).reshape(-1)  # sorted: rows, then opt
-    first = np.searchsorted(keys, rows + np.clip(K - o - (cc - 2) * lowest, 0, K + 1))  # [R, m]
-    other = np.where(first > (np.arange(R) * m_)[:, None], best[np.maximum(first - 1, 0)], -1)
+    # for each t the largest b_s among the tokens s with opt_s < K - opt_t - (cc-2)·L, read off
+    # below[r, v]: the largest capped b_s of row r with opt_s <= v
+    below = _largest_below(o, capped, K)  # [R, K+1]
+    limit = np.clip(K - o - (cc - 2) * lowest, 0, K + 1)  # [R, m]: opt_s < limit
+    other = np.where(limit > 0, np.take_along_axis(below, np.maximum(limit - 1, 0), axis=-1), -1)
     pair = (other >= 0) & (b + other + (cc - 2) * reach >= K)
     single = (o < K) & (b >= K)
-    c.add(b.size * (12 + ceil(log2(max(m_, 2)))), "mixture")
+    c.add(b.size * 12 + R * (K + 1) ** 2, "mixture")
     out[qi, ci] = eligible[qi, ci] & np.where(cc == 1, single, pair)
     return out, at_opt
+
+
+def _largest_below(key: np.ndarray, value: np.ndarray, K: int, rows_at_once: int = 2048) -> np.ndarray:
+    """[R, K+1]: entry (r, v) the largest value[r, s] over the s with key[r, s] <= v, -1 if none
+    (key [R, m] ints in [0, K], value [R, m] ints in [-1, K-1]), from a histogram of the (key,
+    value) pairs per row. Cost O(R·(m + K²))."""
+    R, width = len(key), K + 1
+    out = np.empty((R, width), dtype=np.int64)
+    for r0 in range(0, R, rows_at_once):
+        k_, v_ = key[r0 : r0 + rows_at_once], value[r0 : r0 + rows_at_once]
+        n_ = len(k_)
+        cell = (np.arange(n_)[:, None] * width + k_) * width + (v_ + 1)
+        held = np.bincount(cell.ravel(), minlength=n_ * width * width).reshape(n_, width, width) > 0
+        top = np.where(held.any(axis=-1), width - 1 - np.argmax(held[..., ::-1], axis=-1) - 1, -1)  # [n_, K+1]
+        out[r0 : r0 + n_] = np.maximum.accumulate(top, axis=-1)
+    return out
+
+
+def _recount(dist: Distribution, bucket, rows, known, m: int, k: int, c: FlopCounter, memo: dict | None):
+    """``dist.count_bucketed`` of ``bucket`` [nq, f, m] in the groups ``rows`` [nq, f] marks, and
+    ``known`` (their counts when nothing changed) in the others: the counts of every group, with
+    only the marked ones counted (the others' buckets made unusable: immediate zeros)."""
+    part = dist.count_bucketed(np.where(rows[:, :, None], bucket, MIX_BUCKETS), MIX_BUCKETS, m, k, c, memo)
+    return np.where(rows, part, known)
 
 
 def _pick(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
