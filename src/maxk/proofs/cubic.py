@@ -1123,7 +1123,7 @@ def _mixture_rechecks_matter(
     L the least opt, b_s = min(bucket_s, K-1) (a counted tuple's final buckets are below K) and
     R the largest such b_s (the tuple's other cc-2 tokens relaxed to those). Skipping the others
     leaves the count unchanged. Also returns the count at opt [nq, f] (``now``, the counts of
-    ``bucket``, stand for it in the groups without an eligible recheck). Cost O(nq·k·m·log m)
+    ``bucket``, stand for it in the groups without an eligible recheck). Cost O(nq·k·(m + K²))
     plus a count of those groups."""
     K = MIX_BUCKETS
     opt = np.where(eligible, np.minimum(bucket, floor), bucket)
@@ -1133,7 +1133,7 @@ def _mixture_rechecks_matter(
     out = np.zeros_like(eligible)
     if len(qi) == 0:
         return out, at_opt
-    b, o, R, m_ = bucket[qi, ci], opt[qi, ci], len(qi), bucket.shape[-1]  # [R, m]
+    b, o, R = bucket[qi, ci], opt[qi, ci], len(qi)  # [R, m]
     cc = (ci + 1)[:, None]
     lowest = o.min(axis=-1, keepdims=True)
     capped = np.where(o < K, np.minimum(b, K - 1), -1)  # -1: s is in no counted tuple
